@@ -1,0 +1,88 @@
+// Gradient checks and shape errors for matmul / linear.
+#include <catch2/catch.hpp>
+
+#include "nr/nr.hpp"
+#include "nr/testing/gradcheck.hpp"
+
+using nr::Shape;
+using nr::Var;
+using nr::testing::gradcheck;
+using nr::testing::random_var;
+
+TEST_CASE("matmul forward matches a hand computation", "[matmul]") {
+  Var a(nr::Tensor::from_vector({1, 2, 3, 4, 5, 6}, Shape{2, 3}));
+  Var b(nr::Tensor::from_vector({1, 0, 0, 1, 1, 1}, Shape{3, 2}));
+  Var c = nr::matmul(a, b);
+  REQUIRE(c.shape() == Shape{2, 2});
+  CHECK(c.value().at({0, 0}) == 4.0f);
+  CHECK(c.value().at({0, 1}) == 5.0f);
+  CHECK(c.value().at({1, 0}) == 10.0f);
+  CHECK(c.value().at({1, 1}) == 11.0f);
+}
+
+TEST_CASE("matmul gradients for every transpose combination", "[matmul][gradcheck]") {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      INFO("trans_a " << ta << " trans_b " << tb);
+      const Shape sa = ta ? Shape{4, 3} : Shape{3, 4};
+      const Shape sb = tb ? Shape{5, 4} : Shape{4, 5};
+      auto r = gradcheck([&](const std::vector<Var>& x) { return nr::matmul(x[0], x[1], {.trans_a = ta, .trans_b = tb}); },
+                         {random_var(sa, 1), random_var(sb, 2)});
+      INFO(r.report);
+      CHECK(r.ok);
+      CHECK(r.checked == 12 + 20);
+    }
+}
+
+TEST_CASE("batched matmul and shared right operand", "[matmul][gradcheck]") {
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      INFO("trans_a " << ta << " trans_b " << tb);
+      const Shape sa = ta ? Shape{2, 4, 3} : Shape{2, 3, 4};
+      const Shape sb = tb ? Shape{2, 5, 4} : Shape{2, 4, 5};
+      const Shape sw = tb ? Shape{5, 4} : Shape{4, 5};
+      auto r = gradcheck([&](const std::vector<Var>& x) { return nr::matmul(x[0], x[1], {.trans_a = ta, .trans_b = tb}); },
+                         {random_var(sa, 3), random_var(sb, 4)});
+      INFO(r.report);
+      CHECK(r.ok);
+      auto s = gradcheck([&](const std::vector<Var>& x) { return nr::matmul(x[0], x[1], {.trans_a = ta, .trans_b = tb}); },
+                         {random_var(sa, 5), random_var(sw, 6)});
+      INFO(s.report);
+      CHECK(s.ok);
+    }
+}
+
+TEST_CASE("linear is x W^T with W stored [out, in]", "[matmul][gradcheck]") {
+  auto r = gradcheck([](const std::vector<Var>& x) { return nr::linear(x[0], x[1]); },
+                     {random_var(Shape{2, 3, 4}, 7), random_var(Shape{6, 4}, 8)});
+  INFO(r.report);
+  CHECK(r.ok);
+  Var x = random_var(Shape{2, 3, 4}, 9);
+  Var w = random_var(Shape{6, 4}, 10);
+  CHECK(nr::linear(x, w).shape() == Shape{2, 3, 6});
+}
+
+TEST_CASE("matmul shape errors name both shapes", "[matmul][errors]") {
+  Var a = random_var(Shape{2, 3}, 1);
+  Var b = random_var(Shape{4, 5}, 2);
+  REQUIRE_THROWS_AS(nr::matmul(a, b), nr::ShapeError);
+  REQUIRE_THROWS_WITH(nr::matmul(a, b), Catch::Contains("(2, 3)") && Catch::Contains("(4, 5)"));
+  Var c = random_var(Shape{3, 3, 4}, 3);
+  Var d = random_var(Shape{2, 4, 5}, 4);
+  REQUIRE_THROWS_WITH(nr::matmul(c, d), Catch::Contains("batch dimensions differ"));
+  REQUIRE_THROWS_AS(nr::linear(random_var(Shape{2, 5}, 1), random_var(Shape{3, 4}, 2)), nr::ShapeError);
+  REQUIRE_THROWS_AS(nr::matmul(random_var(Shape{3}, 1), b), nr::ShapeError);
+}
+
+TEST_CASE("frozen operands receive no gradient and no gradient memory", "[matmul][autograd]") {
+  Var x = Var::constant(nr::Tensor::ones(Shape{2, 3}));
+  Var w = Var::parameter(nr::Tensor::ones(Shape{4, 3}));
+  Var y = nr::linear(x, w);
+  Var s = nr::matmul(y, Var::constant(nr::Tensor::ones(Shape{4, 1})));
+  Var loss(nr::Tensor::scalar(0.0f));
+  nr::Tensor g = nr::Tensor::ones(s.shape());
+  nr::backward(s, g);
+  CHECK_FALSE(x.has_grad());
+  REQUIRE(w.has_grad());
+  CHECK(w.grad().at({0, 0}) == 2.0f);  // sum over the 2 rows of x
+}
