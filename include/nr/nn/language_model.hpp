@@ -1,0 +1,84 @@
+// nr/nn/language_model.hpp — a decoder-only language model (Llama layout).
+//
+//   x      = embed_tokens(ids)                 ids (B, T) -> (B, T, C)
+//   x      = block_l(x)  for l = 0 .. L-1
+//   logits = lm_head(norm(x))                  (B, T, V)
+// lm_head is its own matrix unless tie_word_embeddings, in which case it reads the embedding.
+// Tensor names: model.embed_tokens.weight, model.layers.N...., model.norm.weight, lm_head.weight.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "nr/nn/attention.hpp"
+#include "nr/nn/block.hpp"
+#include "nr/nn/embedding.hpp"
+#include "nr/nn/gated_ffn.hpp"
+#include "nr/ops/cross_entropy.hpp"
+
+namespace nr {
+
+template <class BlockT>
+struct LanguageModel {
+  ModelConfig config;
+  Embedding embed_tokens;
+  std::vector<BlockT> layers;
+  RMSNorm norm;
+  Linear lm_head;  // unused (no parameter) when the embeddings are tied
+
+  LanguageModel() = default;
+  LanguageModel(const ModelConfig& c, uint64_t seed) : config(c) {
+    c.validate();
+    Rng rng(seed);
+    embed_tokens = Embedding(c.vocab_size, c.hidden_size, rng);
+    for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+      Rng layer_rng = rng.split();
+      layers.emplace_back(c, layer_rng);
+    }
+    norm = RMSNorm(c.hidden_size, c.rms_norm_eps);
+    if (!c.tie_word_embeddings) lm_head = Linear(c.hidden_size, c.vocab_size, rng);
+  }
+
+  // Final hidden states before the output head, (B, T, C).
+  Var hidden(const Indices& ids, ForwardContext& ctx) const {
+    if (ids.shape.rank() != 2)
+      throw ShapeError(fmt::format("LanguageModel: token ids must be (B, T), got {}", ids.shape.str()));
+    if (ids.shape[1] > config.max_position_embeddings)
+      throw ShapeError(fmt::format("LanguageModel: sequence length {} exceeds max_position_embeddings {}",
+                                   ids.shape[1], config.max_position_embeddings));
+    Var x = embed_tokens(ids);
+    for (const BlockT& layer : layers) x = layer(x, ctx);
+    return norm(x);
+  }
+
+  Var operator()(const Indices& ids, ForwardContext& ctx) const {  // (B, T) -> logits (B, T, V)
+    const Var h = hidden(ids, ctx);
+    return config.tie_word_embeddings ? linear(h, embed_tokens.weight) : lm_head(h);
+  }
+
+  Var operator()(const Indices& ids) const {
+    ForwardContext ctx;
+    return (*this)(ids, ctx);
+  }
+
+  // Mean next-token cross-entropy of `targets` (B, T) given `ids` (B, T).
+  Var loss(const Indices& ids, const Indices& targets, ForwardContext& ctx) const {
+    return cross_entropy((*this)(ids, ctx), targets);
+  }
+
+  void visit_parameters(const ParameterVisitor& f, const std::string& prefix = "") {
+    embed_tokens.visit_parameters(f, prefix + "model.embed_tokens.");
+    for (size_t l = 0; l < layers.size(); ++l)
+      layers[l].visit_parameters(f, prefix + "model.layers." + std::to_string(l) + ".");
+    norm.visit_parameters(f, prefix + "model.norm.");
+    if (!config.tie_word_embeddings) lm_head.visit_parameters(f, prefix + "lm_head.");
+  }
+};
+
+// The Llama backbone: softmax attention with RoPE, SiLU-gated FFN.
+using LlamaBlock = Block<Attention<>, GatedFfn<Silu>>;
+using Llama = LanguageModel<LlamaBlock>;
+// Gemma-style FFN activation.
+using GemmaStyleBlock = Block<Attention<>, GatedFfn<GeluTanh>>;
+
+}  // namespace nr
