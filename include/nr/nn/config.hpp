@@ -50,7 +50,7 @@ struct ModelConfig {
       throw ValueError(fmt::format("model config: head_dim {} must be even for rotary embeddings", head_dim()));
     if (!(rms_norm_eps > 0.0)) throw ValueError("model config: rms_norm_eps must be positive");
     if (!(rope_theta > 0.0)) throw ValueError("model config: rope_theta must be positive");
-    if (hidden_act != "silu" && hidden_act != "gelu_pytorch_tanh" && hidden_act != "gelu")
+    if (hidden_act != "silu" && hidden_act != "gelu_pytorch_tanh")
       throw ValueError(fmt::format("model config: unknown hidden_act '{}' (silu, gelu_pytorch_tanh)", hidden_act));
   }
 };
