@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "nr/autograd/var.hpp"
 
 namespace nr {
@@ -27,15 +29,37 @@ concept Module = requires(M& m, const ParameterVisitor& f, const std::string& pr
 
 // What travels with one forward pass besides the activations.
 struct ForwardContext {
-  // Per-sequence domain tag (index into the training mixture; 0 = the original domain), one per
-  // batch row. Empty when the batch carries no tags (evaluation, pretraining).
+  // Per-sequence domain tag (index into the training mixture), one per batch row. Empty when the
+  // batch carries no tags (evaluation, pretraining).
   std::vector<int> domain_tags;
+  // Per sequence: 1 when it is original-domain (or original-like) data, 0 when it is new-domain
+  // data. The local losses of extensions read it; empty means "unknown" and those losses are
+  // skipped.
+  std::vector<uint8_t> original;
   // Auxiliary losses added by extensions (e.g. the l1 loss of neutral residues), already weighted;
   // the trainer adds them to the language-modelling loss.
   std::vector<Var> local_losses;
-  // Named scalar statistics that modules may report (gate means, adapter output norms...).
-  std::map<std::string, double> stats;
+  // Named statistics that modules report when collect_stats is set (adapter output magnitude,
+  // gate values...), as running sums: stats[name] += value, counts[name] += weight.
   bool collect_stats = false;
+  std::map<std::string, double> stats;
+  std::map<std::string, double> counts;
+
+  void add_stat(const std::string& name, double sum, double count) {
+    stats[name] += sum;
+    counts[name] += count;
+  }
+
+  // One weight per token row of a (B, T, ...) activation: 1 for tokens of original sequences.
+  std::vector<float> original_token_weights(int64_t B, int64_t T) const {
+    if (static_cast<int64_t>(original.size()) != B)
+      throw ShapeError(fmt::format("ForwardContext: {} original-domain flags for a batch of {} sequences",
+                                   original.size(), B));
+    std::vector<float> w(static_cast<size_t>(B * T));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T; ++t) w[static_cast<size_t>(b * T + t)] = original[static_cast<size_t>(b)] ? 1.0f : 0.0f;
+    return w;
+  }
 };
 
 // Parameters of a module as (name, Var) pairs in visiting order.
