@@ -1,5 +1,5 @@
-// The SVG writer: output parses as XML (checked with Python's xml parser when available) and
-// holds every series; ticks are "nice".
+// Reports: the SVG writer (output parses as XML, text escaped, nice ticks) and the singular-value
+// spectra of Figure 3.
 #include <catch2/catch.hpp>
 
 #include <cstdlib>
@@ -37,4 +37,18 @@ TEST_CASE("the SVG output is well-formed XML with escaped text", "[report][svg]"
   const std::string cmd = "python3 -c 'import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])' " + file.string();
   CHECK(std::system(cmd.c_str()) == 0);
   std::filesystem::remove(file);
+}
+
+#include "nr/report/spectrum.hpp"
+
+TEST_CASE("normalised singular values of a known matrix", "[report][spectrum]") {
+  // diag(3, 1) rotated: singular values 3 and 1 -> normalised 1 and 1/3.
+  const float c = 0.6f, s = 0.8f;
+  nr::Tensor w = nr::Tensor::from_vector({3 * c, -s, 3 * s, c}, nr::Shape{2, 2});
+  const std::vector<double> v = nr::normalized_singular_values(w);
+  REQUIRE(v.size() == 2);
+  CHECK(v[0] == Approx(1.0));
+  CHECK(v[1] == Approx(1.0 / 3.0).epsilon(1e-5));
+  CHECK(nr::normalized_singular_values(nr::Tensor::zeros(nr::Shape{3, 2})) == std::vector<double>{0.0, 0.0});
+  REQUIRE_THROWS_AS(nr::normalized_singular_values(nr::Tensor::zeros(nr::Shape{3})), nr::ShapeError);
 }
