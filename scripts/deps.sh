@@ -9,6 +9,7 @@ packages=(
   libcli11-dev catch2 libbenchmark-dev
   python3-torch python3-numpy
   clang libomp-dev   # clang++ build (scripts/test.sh with NR_TEST_CLANG=1); libomp: OpenMP for clang
+  libclang-rt-dev    # libFuzzer and the sanitizer runtimes for clang (fuzz preset, scripts/fuzz.sh)
 )
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

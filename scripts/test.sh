@@ -6,10 +6,14 @@
 #   4. install the release build to a temp prefix; build + run examples/consumer against it
 #   5. FetchContent: a generated project pulls nr from this checkout; build + run
 #   6. clang-release preset (-Werror): build only            NR_TEST_CLANG=1 (default when CI=true)
+#   7. fuzz preset (clang++, libFuzzer + ASan + UBSan, fuzz targets only, -Werror): build +
+#      ctest label "fuzz", each target NR_FUZZ_SECONDS (default 15) s   skip with NR_SKIP_FUZZ=1
+#      (longer runs: scripts/fuzz.sh)
 # The last line printed is "<N> passed, <M> failed": test cases summed over every ctest run,
 # plus one failure for each step above that failed. Exit status is non-zero if M > 0.
 #
-# Environment: NR_JOBS (default 2), NR_SKIP_SANITIZERS, NR_TEST_CLANG, CI.
+# Environment: NR_JOBS (default 2), NR_SKIP_SANITIZERS, NR_TEST_CLANG, CI, NR_SKIP_FUZZ,
+# NR_FUZZ_SECONDS.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
@@ -17,6 +21,8 @@ root=$PWD
 jobs=${NR_JOBS:-2}
 skip_sanitizers=${NR_SKIP_SANITIZERS:-0}
 if [[ ${CI:-} == true ]]; then test_clang=${NR_TEST_CLANG:-1}; else test_clang=${NR_TEST_CLANG:-0}; fi
+skip_fuzz=${NR_SKIP_FUZZ:-0}
+fuzz_seconds=${NR_FUZZ_SECONDS:-15}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/nr-test.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -144,6 +150,17 @@ fi
 if [[ $test_clang == 1 ]]; then
   step "clang++ build (preset 'clang-release', -Werror, build only)"
   build_preset clang-release clang-release -DNR_WARNINGS_AS_ERRORS=ON || true
+fi
+
+# --- 7. libFuzzer targets (clang++) ----------------------------------------------------------
+if [[ $skip_fuzz != 1 ]]; then
+  step "fuzz build (preset 'fuzz': clang++, libFuzzer + ASan + UBSan, fuzz targets only, -Werror)"
+  if CC=clang CXX=clang++ build_preset fuzz fuzz -DNR_WARNINGS_AS_ERRORS=ON -DNR_FUZZ_SECONDS="$fuzz_seconds"; then
+    step "fuzz tests (${fuzz_seconds} s per target)"
+    run_ctest fuzz --preset fuzz
+  fi
+else
+  step "fuzz build skipped (NR_SKIP_FUZZ=1)"
 fi
 
 # --- summary ---------------------------------------------------------------------------------

@@ -13,10 +13,13 @@
 // is for users and other tools.
 #pragma once
 
+#include <charconv>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <set>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include <fmt/format.h>
@@ -109,14 +112,32 @@ void save_training_state(const fs::path& dir, M& model, AdamW& opt, int64_t step
 
 inline bool has_training_state(const fs::path& dir) { return fs::exists(dir / training_state_file_name); }
 
-// Restores weights, moments and step from training_state.safetensors; returns the step.
+// Restores weights, moments and step from training_state.safetensors; returns the step. Strict:
+// every parameter and every moment of a trained parameter must be there with its shape, nothing
+// else may be, and "step" / "optimizer_step" must be non-negative integers; IoError names the
+// file and the tensor or key otherwise.
 template <Module M>
 int64_t load_training_state(const fs::path& dir, M& model, AdamW& opt) {
   const fs::path file = dir / training_state_file_name;
   const SafetensorsFile st = load_safetensors(file);
   std::map<std::string, Tensor> weights, moments;
   for (const auto& [name, t] : st.tensors) (name.rfind("optimizer.", 0) == 0 ? moments : weights).emplace(name, t);
+  // The whole string must be a non-negative decimal integer: std::stoll took "12x" for 12 and
+  // let a negative step through (found by tests/test_hostile_checkpoints.cpp).
+  auto meta_int = [&](const char* key) -> int64_t {
+    const auto it = st.metadata.find(key);
+    if (it == st.metadata.end()) throw IoError(fmt::format("{}: metadata '{}' is missing", file.string(), key));
+    const std::string& text = it->second;
+    int64_t value = -1;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || value < 0)
+      throw IoError(fmt::format("{}: metadata '{}' is not a non-negative integer: '{}'", file.string(), key, text));
+    return value;
+  };
+  const int64_t step = meta_int("step");
+  const int64_t optimizer_step = meta_int("optimizer_step");
   assign_parameters(model, weights, file.string());
+  std::set<std::string> used;
   for (AdamW::Slot& s : opt.slots()) {
     for (auto [suffix, target] : {std::pair<const char*, Tensor*>{".exp_avg", &s.exp_avg}, {".exp_avg_sq", &s.exp_avg_sq}}) {
       const std::string key = "optimizer." + s.name + suffix;
@@ -126,19 +147,17 @@ int64_t load_training_state(const fs::path& dir, M& model, AdamW& opt) {
         throw IoError(fmt::format("{}: optimizer tensor '{}' has shape {}, expected {}", file.string(), key,
                                   it->second.shape().str(), target->shape().str()));
       target->copy_(it->second);
+      used.insert(key);
     }
   }
-  auto meta_int = [&](const char* key) -> int64_t {
-    const auto it = st.metadata.find(key);
-    if (it == st.metadata.end()) throw IoError(fmt::format("{}: metadata '{}' is missing", file.string(), key));
-    try {
-      return std::stoll(it->second);
-    } catch (const std::exception&) {
-      throw IoError(fmt::format("{}: metadata '{}' is not an integer: '{}'", file.string(), key, it->second));
-    }
-  };
-  opt.set_step_count(meta_int("optimizer_step"));
-  return meta_int("step");
+  // Moments of a parameter the optimizer does not train mean the file is from another setup
+  // (another model or other trainable parameters): refuse, as for weights.
+  for (const auto& [name, t] : moments)
+    if (!used.count(name))
+      throw IoError(fmt::format("{}: unexpected optimizer tensor '{}' of shape {} (no trainable parameter of that name)",
+                                file.string(), name, t.shape().str()));
+  opt.set_step_count(optimizer_step);
+  return step;
 }
 
 }  // namespace nr

@@ -23,10 +23,11 @@
 // nlohmann::json would take for the end of the text) or not an object, or nests deeper than a
 // header can; an entry that is not an object, lacks a field or has an extra one; an unknown or
 // unsupported dtype; a shape that is not a list of at most 6 non-negative integers, or whose
-// element count overflows 64 bits; data_offsets that are not two non-negative integers with
-// begin <= end, that lie outside the buffer, or whose span differs from numel * dtype size; two
-// tensors whose ranges overlap; a gap between tensors or bytes after the last one (the reference
-// rejects both: the tensors must tile the buffer exactly); a name or key that appears twice
+// element count (or product of its non-zero dimensions) overflows 64 bits; data_offsets that
+// are not two non-negative integers with begin <= end, that lie outside the buffer, or whose
+// span differs from numel * dtype size; two tensors whose ranges overlap; a gap between
+// tensors or bytes after the last one (the reference rejects both: the tensors must tile the
+// buffer exactly); a name or key that appears twice
 // (detected while parsing, as nlohmann::json would otherwise keep the last one); "__metadata__"
 // that is not an object of strings (null is taken as no metadata). Then, unless disabled, every
 // tensor is checked for NaN and Inf (nr::NumericError naming the tensor and the file).
@@ -265,15 +266,21 @@ inline SafetensorsEntry parse_entry(const std::string& name, const nlohmann::jso
   if (shape.size() > static_cast<size_t>(Shape::max_rank))
     throw fail(fmt::format("shape has {} dimensions; nr supports at most {}", shape.size(), Shape::max_rank));
   constexpr uint64_t max_dim = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
-  uint64_t numel = 1;
+  // The product of the non-zero dimensions must fit in int64, not only the element count: a
+  // zero dimension makes numel 0, but Tensor's strides still multiply the other dimensions
+  // (tests/fuzz/fuzz_safetensors under UBSan: [0, 4294967296, 4294967296] overflowed the strides).
+  uint64_t extent = 1;  // product of the non-zero dimensions
+  bool has_zero = false;
   for (const nlohmann::json& d : shape) {
     uint64_t v = 0;
     if (!json_to_u64(d, v)) throw fail(fmt::format("shape {} is not a list of non-negative integers", json_snippet(shape)));
-    if (v > max_dim || (v != 0 && numel > max_dim / v))
-      throw fail(fmt::format("shape {}: the element count overflows 64 bits", json_snippet(shape)));
-    numel *= v;
+    if (v > max_dim || (v != 0 && extent > max_dim / v))
+      throw fail(fmt::format("shape {}: the product of its non-zero dimensions overflows 64 bits", json_snippet(shape)));
+    if (v == 0) has_zero = true;
+    else extent *= v;
     e.shape.push_back(static_cast<int64_t>(v));
   }
+  const uint64_t numel = has_zero ? 0 : extent;
   if (numel > std::numeric_limits<uint64_t>::max() / e.dtype->size)
     throw fail(fmt::format("shape {}: the byte size overflows 64 bits", e.shape.str()));
   const uint64_t nbytes = numel * e.dtype->size;

@@ -14,6 +14,8 @@
 // NoExtension (the default) is the plain backbone block and costs nothing.
 #pragma once
 
+#include <utility>
+
 #include "nr/core/rng.hpp"
 #include "nr/nn/config.hpp"
 #include "nr/nn/rms_norm.hpp"
@@ -54,6 +56,13 @@ struct Block {
         self_attn(c, rng),
         post_attention_layernorm(c.hidden_size, c.rms_norm_eps),
         mlp(c, rng) {}
+  // From sub-layers built elsewhere (layers whose constructor needs more than the ModelConfig,
+  // such as mixtures of experts: see nn/moe_model.hpp); the norms come from c.
+  Block(const ModelConfig& c, Attn attn, Ffn ffn)
+      : input_layernorm(c.hidden_size, c.rms_norm_eps),
+        self_attn(std::move(attn)),
+        post_attention_layernorm(c.hidden_size, c.rms_norm_eps),
+        mlp(std::move(ffn)) {}
 
   Var operator()(const Var& x, ForwardContext& ctx) const {  // (B, T, C) -> (B, T, C)
     const ExtensionSite site = extension.site();

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "nr/nn/attention.hpp"
@@ -27,13 +28,21 @@ struct LanguageModel {
   Linear lm_head;  // unused (no parameter) when the embeddings are tied
 
   LanguageModel() = default;
-  LanguageModel(const ModelConfig& c, uint64_t seed) : config(c) {
+  LanguageModel(const ModelConfig& c, uint64_t seed)
+      : LanguageModel(c, seed, [&c](int64_t, Rng& layer_rng) { return BlockT(c, layer_rng); }) {}
+
+  // Builds block l as make_block(l, rng_l) instead of BlockT(c, rng_l), for blocks whose layers
+  // need more than the ModelConfig (mixtures of experts take a MoeConfig, see nn/moe_model.hpp).
+  // The random streams are those of the constructor above.
+  template <class MakeBlock>
+    requires std::is_invocable_r_v<BlockT, MakeBlock&, int64_t, Rng&>
+  LanguageModel(const ModelConfig& c, uint64_t seed, MakeBlock&& make_block) : config(c) {
     c.validate();
     Rng rng(seed);
     embed_tokens = Embedding(c.vocab_size, c.hidden_size, rng);
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
       Rng layer_rng = rng.split();
-      layers.emplace_back(c, layer_rng);
+      layers.push_back(make_block(l, layer_rng));
     }
     norm = RMSNorm(c.hidden_size, c.rms_norm_eps);
     if (!c.tie_word_embeddings) lm_head = Linear(c.hidden_size, c.vocab_size, rng);

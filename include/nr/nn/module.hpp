@@ -45,9 +45,20 @@ struct ForwardContext {
   std::map<std::string, double> stats;
   std::map<std::string, double> counts;
 
+  // Per-module vectors of running sums (tokens routed to each expert...), also filled only when
+  // collect_stats is set: histograms[name][i] += values[i].
+  std::map<std::string, std::vector<double>> histograms;
+
   void add_stat(const std::string& name, double sum, double count) {
     stats[name] += sum;
     counts[name] += count;
+  }
+
+  // Adds `values` element by element to histograms[name] (created, or grown, as needed).
+  void add_histogram(const std::string& name, const std::vector<double>& values) {
+    std::vector<double>& h = histograms[name];
+    if (h.size() < values.size()) h.resize(values.size(), 0.0);
+    for (size_t i = 0; i < values.size(); ++i) h[i] += values[i];
   }
 
   // One weight per token row of a (B, T, ...) activation: 1 for tokens of original sequences.

@@ -2,17 +2,25 @@
 //
 //   loss_total = LM cross-entropy + sum of the local losses the modules put in the context
 //   backward(loss_total); norm = clip_grad_norm(max_norm); AdamW step at the schedule's lr
+// The forward context carries the batch's domain tags. With `original_of_tag` (one flag per
+// domain of the sampler's mixture: 1 = original or original-like data), it also carries each
+// sequence's flag, ForwardContext::original[b] = original_of_tag[tags[b]], which the local losses
+// of extensions read (the l1 loss of neutral residues applies to original-domain sequences only).
+// Left empty (pretraining), `original` stays empty and those losses are skipped.
 // A non-finite loss or gradient norm throws NumericError naming the step (and, for gradients,
 // the first parameter holding a non-finite value) before any weight is touched, so the last
 // good state (and checkpoint) stays intact.
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
 #include "nr/autograd/backward.hpp"
+#include "nr/core/error.hpp"
 #include "nr/data/sampler.hpp"
 #include "nr/nn/module.hpp"
 #include "nr/ops/elementwise.hpp"
@@ -38,10 +46,26 @@ inline std::string first_non_finite_grad(std::vector<AdamW::Slot>& slots) {
   return "";
 }
 
+// ForwardContext::original for a batch: original_of_tag[tag] per sequence. Throws ValueError
+// naming the sequence when a tag has no flag.
+inline std::vector<uint8_t> original_flags(const std::vector<int>& tags, const std::vector<uint8_t>& original_of_tag) {
+  std::vector<uint8_t> flags(tags.size());
+  for (size_t b = 0; b < tags.size(); ++b) {
+    const int tag = tags[b];
+    if (tag < 0 || static_cast<size_t>(tag) >= original_of_tag.size())
+      throw ValueError(fmt::format("train_step: sequence {} has domain tag {}, but original_of_tag holds {} flags", b,
+                                   tag, original_of_tag.size()));
+    flags[b] = original_of_tag[static_cast<size_t>(tag)] ? 1 : 0;
+  }
+  return flags;
+}
+
 template <class Model>
-StepResult train_step(Model& model, AdamW& opt, const Batch& batch, double lr, double max_grad_norm, int64_t step) {
+StepResult train_step(Model& model, AdamW& opt, const Batch& batch, double lr, double max_grad_norm, int64_t step,
+                      const std::vector<uint8_t>& original_of_tag = {}) {
   ForwardContext ctx;
   ctx.domain_tags = batch.tags;
+  if (!original_of_tag.empty()) ctx.original = original_flags(batch.tags, original_of_tag);
   Var lm = model.loss(batch.inputs, batch.targets, ctx);
   Var total = lm;
   StepResult r;

@@ -1,0 +1,112 @@
+// nrlab/cmd_eval.hpp — `nrlab eval`: bits per byte of a checkpoint on a text or a corpus, and
+// the adapter diagnostics.
+//
+//   nrlab eval --checkpoint CKPT --corpus DIR            BPB of every domain's valid.txt
+//   nrlab eval --checkpoint CKPT --text FILE             BPB of one file
+//   nrlab eval --checkpoint BACKBONE --adapter DIR ...   backbone + adapter_model.safetensors
+//   nrlab eval --checkpoint OUT --stats                  + per-layer adapter statistics
+// The model type comes from config.json "nr" (or adapter_config.json): a plain backbone,
+// finetune or merged LoRA model, LoRA, or adapters with their gate.
+//
+// --stats (adapter methods): the original domain's valid text is evaluated with every
+// sequence flagged original (ForwardContext::original = 1), the new domain's with 0, both with
+// collect_stats; per layer it reports the mean |adapter output| and, for gated adapters, the
+// mean gate and the fraction of tokens whose gate is near zero (|g| < 0.01). A neutral residue
+// should be small on the original domain and large on the new one. The table goes to stderr,
+// stats.json to --stats-out (default: the adapter or checkpoint directory), and the JSON on
+// stdout gets a "stats" key.
+#pragma once
+
+#include "extension.hpp"
+
+namespace nrlab {
+
+struct EvalOptions {
+  std::string checkpoint, adapter, text, corpus, new_domain, original_domain, stats_out;
+  int64_t ctx = 0, batch = 16, eval_tokens = 0;
+  bool stats = false;
+  int threads = 0;
+};
+
+inline void register_eval_command(CLI::App& app) {
+  auto o = std::make_shared<EvalOptions>();
+  CLI::App* c = app.add_subcommand("eval", "Bits per byte of a checkpoint on a text file or every domain of a corpus");
+  c->add_option("--checkpoint", o->checkpoint,
+                "Checkpoint directory (model.safetensors + config.json); the backbone when --adapter is given")
+      ->required();
+  c->add_option("--adapter", o->adapter, "Adapter directory (adapter_config.json + adapter_model.safetensors)");
+  auto* text = c->add_option("--text", o->text, "UTF-8 text file to evaluate");
+  auto* corpus = c->add_option("--corpus", o->corpus,
+                               "Corpus directory: evaluate every domain's valid.txt (default with --stats: the "
+                               "corpus the extension was trained on)");
+  text->excludes(corpus);
+  c->add_option("--ctx", o->ctx, "Window length (default: the model's context)")->check(CLI::NonNegativeNumber);
+  c->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--eval-tokens", o->eval_tokens, "Bytes of each text to evaluate at most (0 = all)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  auto* stats = c->add_flag("--stats", o->stats, "Per-layer adapter statistics on original vs new domain text");
+  c->add_option("--new", o->new_domain, "New domain for --stats (default: the one the extension was trained on)");
+  c->add_option("--original", o->original_domain, "Original domain for --stats (default: the backbone's, else en)");
+  c->add_option("--stats-out", o->stats_out, "Where to write stats.json (default: the adapter / checkpoint dir)");
+  text->excludes(stats);
+  c->add_option("--threads", o->threads, "Threads (default: NR_NUM_THREADS or all)");
+  c->callback([o]() {
+    apply_threads(o->threads);
+    const fs::path dir = o->checkpoint;
+    with_loaded_model(dir, o->adapter, [&](auto& model, const LoadedInfo& info) {
+      using Model = std::decay_t<decltype(model)>;
+      const int64_t ctx = o->ctx > 0 ? o->ctx : info.config.max_position_embeddings;
+      const nlohmann::json& nr_fields = info.nr_fields;
+      std::string corpus_dir = o->corpus;
+      if (corpus_dir.empty() && o->text.empty() && o->stats) corpus_dir = nr_fields.value("corpus", "");
+      if (o->text.empty() && corpus_dir.empty())
+        throw CLI::ValidationError("eval", o->stats ? "give --corpus DIR (the checkpoint does not record its corpus)"
+                                                    : "give --text FILE or --corpus DIR");
+      if (!o->text.empty()) {
+        std::vector<int32_t> tokens = tokenize(nr::read_file(o->text));
+        if (o->eval_tokens > 0 && static_cast<int64_t>(tokens.size()) > o->eval_tokens)
+          tokens.resize(static_cast<size_t>(o->eval_tokens));
+        const nr::BpbResult r = nr::bits_per_byte(model, tokens, ctx, o->batch);
+        fmt::print("{}\n", nlohmann::json{{"bpb", r.bpb}, {"tokens", r.tokens}, {"text", o->text}}.dump());
+        return 0;
+      }
+      const std::vector<ValidSet> sets = load_valid_sets(corpus_dir, o->eval_tokens);
+      nlohmann::json all = nlohmann::json::object();
+      nlohmann::json stats_json;
+      std::map<std::string, int64_t> predicted;
+      if (o->stats) {
+        if constexpr (!has_adapters<Model>()) {
+          throw nr::ValueError(fmt::format("--stats needs an adapter model (method adapter, gated-sigmoid or neutral); "
+                                           "this checkpoint is '{}'", nr_fields.value("method", "backbone")));
+        } else {
+          const std::string new_domain = !o->new_domain.empty() ? o->new_domain : nr_fields.value("new", "");
+          const std::string original = !o->original_domain.empty() ? o->original_domain
+                                                                   : nr_fields.value("original_domain", "en");
+          if (new_domain.empty()) throw CLI::ValidationError("eval", "give --new DOMAIN for --stats");
+          const nlohmann::json bpb = evaluate_domains(model, sets, ctx, o->batch, original, new_domain, &stats_json, &predicted);
+          for (auto it = bpb.begin(); it != bpb.end(); ++it) all[it.key()] = {{"bpb", it.value()}};
+        }
+      } else {
+        const nlohmann::json bpb = evaluate_domains(model, sets, ctx, o->batch, "", "", nullptr, &predicted);
+        for (auto it = bpb.begin(); it != bpb.end(); ++it) all[it.key()] = {{"bpb", it.value()}};
+      }
+      for (const ValidSet& v : sets) {
+        all[v.name]["tokens"] = predicted[v.name];
+        fmt::print(stderr, "[eval] {}: {:.4f} bpb\n", v.name, all[v.name]["bpb"].template get<double>());
+      }
+      if (o->stats) {
+        const fs::path where = !o->stats_out.empty() ? fs::path(o->stats_out)
+                               : !o->adapter.empty() ? fs::path(o->adapter) / "stats.json"
+                                                     : dir / "stats.json";
+        nr::write_file_atomic(where, stats_json.dump(2) + "\n");
+        fmt::print(stderr, "{}[eval] statistics written to {}\n", format_stats_table(stats_json), where.string());
+        all["stats"] = stats_json;
+      }
+      fmt::print("{}\n", all.dump());
+      return 0;
+    });
+  });
+}
+
+}  // namespace nrlab

@@ -1,0 +1,31 @@
+// nrlab — the command-line laboratory of nr: build corpora, pretrain, extend, evaluate, merge.
+//
+// Every subcommand has --help. Errors print one line naming what is wrong and exit non-zero.
+#include "cmd_corpus.hpp"
+#include "cmd_eval.hpp"
+#include "cmd_extend.hpp"
+#include "cmd_merge.hpp"
+#include "cmd_pretrain.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"nrlab: extend pretrained language models and measure learning vs forgetting"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", nr::version_string);
+  nrlab::register_corpus_command(app);
+  nrlab::register_pretrain_command(app);
+  nrlab::register_extend_command(app);
+  nrlab::register_eval_command(app);
+  nrlab::register_merge_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const nr::Error& e) {
+    fmt::print(stderr, "nrlab: error: {}\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "nrlab: unexpected error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
