@@ -10,9 +10,18 @@
 // OUT receives the full extended model (model.safetensors + config.json with the method under
 // "nr"), the extension alone (adapter_model.safetensors + adapter_config.json, not for
 // finetune), the training state (resumable), train_log.jsonl and results.json (BPB of every
-// domain before and after, the method and every hyper-parameter).
+// domain before and after, the method and every hyper-parameter; with --mc-items, the
+// multiple-choice accuracy of downstream.hpp).
+//
+// The command is callable in-process: run_extend_command(options, &results) is what the CLI
+// runs and what `nrlab reproduce` calls for each run of a table.
 #pragma once
 
+#include <chrono>
+
+#include <fmt/ranges.h>
+
+#include "downstream.hpp"
 #include "extension.hpp"
 
 namespace nrlab {
@@ -30,6 +39,15 @@ struct ExtendOptions {
   bool eval_initial = true;
   uint64_t seed = 1;
   int threads = 0;
+  std::vector<std::string> eval_domains;  // domains whose valid BPB is measured (empty: every domain)
+  // Downstream evaluation after training (downstream.hpp): the first mc_items items of
+  // CORPUS/mc/<lang>.jsonl for each language of mc_langs (empty: the original domain and the new
+  // one), scored with each number of shots of mc_shots. mc_items = 0: none.
+  int64_t mc_items = 0;
+  std::vector<std::string> mc_langs;
+  std::vector<int> mc_shots = {0};
+  std::string label;        // progress-line label (default "extend METHOD")
+  bool print_json = true;   // print results.json's content on stdout at the end
 };
 
 // The settings recorded in config.json "nr" and results.json.
@@ -86,7 +104,7 @@ inline void print_bpb_table(const nlohmann::json& before, const nlohmann::json& 
 
 template <class Model>
 int run_extend(Model& model, const nr::ModelConfig& config, const ExtensionSpec& spec, const ExtendOptions& o,
-               const std::string& original_domain) {
+               const std::string& original_domain, nlohmann::json* results_out = nullptr) {
   const fs::path out = o.out;
   // Backbone weights into the extended model; the extension keeps its fresh initialisation.
   const int64_t backbone_params = [&] {
@@ -115,7 +133,19 @@ int run_extend(Model& model, const nr::ModelConfig& config, const ExtensionSpec&
   }
   const int64_t ctx = config.max_position_embeddings;
   const nr::MixtureSampler sampler(mixture, o.batch, ctx, o.seed);
-  const std::vector<ValidSet> valid = load_valid_sets(o.corpus, o.eval_tokens);
+  std::vector<ValidSet> valid = load_valid_sets(o.corpus, o.eval_tokens);
+  if (!o.eval_domains.empty()) {
+    for (const std::string& d : o.eval_domains)
+      if (std::none_of(valid.begin(), valid.end(), [&](const ValidSet& v) { return v.name == d; }))
+        throw nr::ValueError(fmt::format("evaluation domain '{}' is not in the corpus {}", d, o.corpus));
+    std::erase_if(valid, [&](const ValidSet& v) {
+      return std::find(o.eval_domains.begin(), o.eval_domains.end(), v.name) == o.eval_domains.end();
+    });
+  }
+  std::vector<std::string> mc_langs = o.mc_langs;
+  if (mc_langs.empty()) mc_langs = {original_domain, o.new_domain};
+  std::map<std::string, std::vector<nr::ChoiceItem>> mc_sets;
+  if (o.mc_items > 0) mc_sets = load_mc_items(fs::path(o.corpus) / mc_dir_name, mc_langs, o.mc_items);
 
   const double lr = o.lr > 0.0 ? o.lr : default_lr(spec.method);
   const int64_t warmup = default_warmup(o.warmup, o.steps);
@@ -125,7 +155,7 @@ int run_extend(Model& model, const nr::ModelConfig& config, const ExtensionSpec&
   check_resumable(out, fields);
 
   nr::TrainLoopOptions loop;
-  loop.label = fmt::format("extend {}", spec.method);
+  loop.label = o.label.empty() ? fmt::format("extend {}", spec.method) : o.label;
   loop.steps = o.steps;
   loop.start_step = resume_if_present(out, model, opt, "extend");
   loop.schedule = nr::LrSchedule{.peak = lr, .warmup = warmup, .total = o.steps,
@@ -157,9 +187,9 @@ int run_extend(Model& model, const nr::ModelConfig& config, const ExtensionSpec&
   nlohmann::json adapter_config = spec.adapter_file_config(o.checkpoint);
   if (spec.is_adapter()) adapter_config.update(fields);
   auto save = [&](int64_t step) {
-    nr::save_training_state(out, model, opt, step, {{"method", spec.method}});
-    nr::save_model(out, model, config, fields);
-    if (spec.method != "finetune") nr::save_adapter_file(out, model, adapter_config);
+    nr::save_checkpoint(out, model, config, fields, opt, step, {{"method", spec.method}}, [&] {
+      if (spec.method != "finetune") nr::save_adapter_file(out, model, adapter_config);
+    });
   };
   auto evaluate = [&](nlohmann::json* stats) {
     return evaluate_domains(model, valid, ctx, o.eval_batch, original_domain, o.new_domain, stats);
@@ -205,11 +235,42 @@ int run_extend(Model& model, const nr::ModelConfig& config, const ExtensionSpec&
     result["stats"] = final_stats;
     fmt::print(stderr, "{}", format_stats_table(final_stats));
   }
+  if (!mc_sets.empty()) {
+    fmt::print(stderr, "[extend] multiple-choice evaluation: {} items x {} languages, shots {}\n", o.mc_items,
+               mc_sets.size(), fmt::join(o.mc_shots, ","));
+    const auto t0 = std::chrono::steady_clock::now();
+    result["mc"] = evaluate_mc(model, mc_sets, o.mc_shots, ctx);
+    result["mc_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    result["mc_items"] = o.mc_items;
+    result["mc_shots"] = o.mc_shots;
+  }
   nr::write_file_atomic(results_file, result.dump(2) + "\n");
   log.write({{"results", result}});
   print_bpb_table(before, run.final_eval);
-  fmt::print("{}\n", result.dump());
+  if (o.print_json) fmt::print("{}\n", result.dump());
+  if (results_out) *results_out = result;
   return 0;
+}
+
+// Runs one extension (what `nrlab extend` does): returns 0 when the run is complete, with
+// results.json's content in *results when given, or 128 + the signal when SIGINT / SIGTERM
+// stopped it (the same call resumes it). Errors are thrown as nr::Error.
+inline int run_extend_command(ExtendOptions o, nlohmann::json* results = nullptr) {
+  o.spec.lora_targets = split_list(o.lora_targets);
+  apply_threads(o.threads);
+  const fs::path backbone = o.checkpoint;
+  const nr::ConfigJsonDocument doc = nr::load_config_json_document(backbone / nr::config_file_name);
+  const nlohmann::json backbone_nr = doc.json.value("nr", nlohmann::json::object());
+  if (backbone_nr.is_object() && backbone_nr.value("method", "backbone") != "backbone")
+    throw nr::ValueError(fmt::format("{} is not a backbone (its config.json says method '{}'); extend the backbone it "
+                                     "was trained from", o.checkpoint, backbone_nr.value("method", "")));
+  const std::string original_domain = backbone_nr.is_object() ? backbone_nr.value("domain", "en") : "en";
+  if (o.new_domain == o.mix && o.p > 0.0)
+    throw nr::ValueError(fmt::format("--new and --mix are both '{}'", o.new_domain));
+  ExtensionSpec spec = o.spec;
+  return with_extended_model(spec, doc.config, o.seed, [&](auto& model) {
+    return run_extend(model, doc.config, spec, o, original_domain, results);
+  });
 }
 
 inline void register_extend_command(CLI::App& app) {
@@ -270,22 +331,19 @@ inline void register_extend_command(CLI::App& app) {
               "Evaluate the backbone before training (the 'before' column of results.json)")
       ->capture_default_str();
   c->add_option("--out", o->out, "Output directory (resumes when it holds a training state)")->required();
+  c->add_option("--eval-domains", o->eval_domains, "Domains whose valid BPB is measured (default: every domain)")
+      ->delimiter(',');
+  c->add_option("--mc-items", o->mc_items,
+                "Multiple-choice items per language scored after training (CORPUS/mc, built by `nrlab corpus`; 0 = none)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--mc-langs", o->mc_langs, "Languages of the multiple-choice evaluation (default: the original and the new)")
+      ->delimiter(',');
+  c->add_option("--mc-shots", o->mc_shots, "Numbers of solved examples before each item, e.g. 0,5")
+      ->delimiter(',')
+      ->capture_default_str();
   c->callback([o]() {
-    apply_threads(o->threads);
-    o->spec.lora_targets = split_list(o->lora_targets);
-    const fs::path backbone = o->checkpoint;
-    const nr::ConfigJsonDocument doc = nr::load_config_json_document(backbone / nr::config_file_name);
-    const nlohmann::json backbone_nr = doc.json.value("nr", nlohmann::json::object());
-    if (backbone_nr.is_object() && backbone_nr.value("method", "backbone") != "backbone")
-      throw nr::ValueError(fmt::format("{} is not a backbone (its config.json says method '{}'); extend the backbone it "
-                                       "was trained from", o->checkpoint, backbone_nr.value("method", "")));
-    const std::string original_domain = backbone_nr.is_object() ? backbone_nr.value("domain", "en") : "en";
-    if (o->new_domain == o->mix && o->p > 0.0)
-      throw nr::ValueError(fmt::format("--new and --mix are both '{}'", o->new_domain));
-    ExtensionSpec spec = o->spec;
-    const int rc = with_extended_model(spec, doc.config, o->seed, [&](auto& model) {
-      return run_extend(model, doc.config, spec, *o, original_domain);
-    });
+    const int rc = run_extend_command(*o);
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 }

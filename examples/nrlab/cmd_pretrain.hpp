@@ -1,9 +1,64 @@
-// nrlab/cmd_pretrain.hpp — `nrlab pretrain`: train a backbone from scratch on one domain.
+// nrlab/cmd_pretrain.hpp — `nrlab pretrain`: train a backbone from scratch on one domain or on a
+// mixture of domains.
+//
+//   nrlab pretrain --corpus DIR --domain en --out BACKBONE                      English only
+//   nrlab pretrain --corpus DIR --domain en:0.875,fr:0.0625,de:0.0625 --out ML  multilingual
+//
+// A mixture draws each sequence's domain independently with the given proportions (weights are
+// normalised), as the paper's Trans-ML backbone saw about 12.5 % non-English text. The domain
+// of largest weight is recorded as the backbone's original domain (config.json "nr".domain;
+// the whole mixture under "nr".mixture), which `nrlab extend` reads. The validation BPB is
+// measured on every domain of the mixture. A finished run writes OUT/results.json.
 #pragma once
+
+#include <cmath>
+#include <sstream>
+#include <utility>
 
 #include "common.hpp"
 
 namespace nrlab {
+
+// "en" -> {{"en", 1}}; "en:0.875,fr:0.0625,de:0.0625" -> the pairs, weights normalised to sum 1.
+inline std::vector<std::pair<std::string, double>> parse_domain_mixture(const std::string& text) {
+  std::vector<std::pair<std::string, double>> out;
+  double total = 0.0;
+  std::stringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) {
+    if (item.empty()) continue;
+    const size_t colon = item.find(':');
+    std::string name = item.substr(0, colon);
+    double w = 1.0;
+    if (colon != std::string::npos) {
+      const std::string ws = item.substr(colon + 1);
+      size_t used = 0;
+      try {
+        w = std::stod(ws, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != ws.size() || ws.empty() || !(w > 0.0) || !std::isfinite(w))
+        throw nr::ValueError(fmt::format("--domain '{}': the weight of '{}' must be a positive number, got '{}'", text,
+                                         name, ws));
+    }
+    if (name.empty()) throw nr::ValueError(fmt::format("--domain '{}': empty domain name", text));
+    for (const auto& [n, x] : out)
+      if (n == name) throw nr::ValueError(fmt::format("--domain '{}': domain '{}' is listed twice", text, name));
+    out.emplace_back(name, w);
+    total += w;
+  }
+  if (out.empty()) throw nr::ValueError(fmt::format("--domain '{}': no domain given", text));
+  for (auto& [n, x] : out) x /= total;
+  return out;
+}
+
+// The domain of largest weight (the first on ties): the backbone's original domain.
+inline std::string main_domain(const std::vector<std::pair<std::string, double>>& mixture) {
+  size_t best = 0;
+  for (size_t i = 1; i < mixture.size(); ++i)
+    if (mixture[i].second > mixture[best].second) best = i;
+  return mixture[best].first;
+}
 
 struct PretrainOptions {
   std::string corpus, domain = "en", preset = "nano", out;
@@ -13,20 +68,34 @@ struct PretrainOptions {
   std::string schedule = "cosine";
   uint64_t seed = 1;
   int threads = 0;
+  std::string label;        // progress-line label (default "pretrain")
+  bool print_json = true;   // print the final evaluation on stdout
 };
 
 template <class Model>
-int run_pretrain(Model& model, const nr::ModelConfig& config, const PretrainOptions& o) {
-  const nr::DomainText text = nr::load_domain(o.corpus, o.domain);
-  const std::vector<int32_t> train = tokenize(text.train);
-  std::vector<int32_t> valid = tokenize(text.valid);
-  if (o.eval_tokens > 0 && static_cast<int64_t>(valid.size()) > o.eval_tokens) valid.resize(static_cast<size_t>(o.eval_tokens));
+int run_pretrain(Model& model, const nr::ModelConfig& config, const PretrainOptions& o, nlohmann::json* results_out) {
+  const std::vector<std::pair<std::string, double>> mixture = parse_domain_mixture(o.domain);
+  const std::string original = main_domain(mixture);
+  // Token vectors first (the sampler points into them), then the sampler.
+  std::vector<std::vector<int32_t>> train(mixture.size());
+  std::vector<std::vector<int32_t>> valid(mixture.size());
+  std::vector<nr::MixtureDomain> domains;
+  int64_t train_tokens = 0;
+  for (size_t i = 0; i < mixture.size(); ++i) {
+    const nr::DomainText text = nr::load_domain(o.corpus, mixture[i].first);
+    train[i] = tokenize(text.train);
+    valid[i] = tokenize(text.valid);
+    if (o.eval_tokens > 0 && static_cast<int64_t>(valid[i].size()) > o.eval_tokens)
+      valid[i].resize(static_cast<size_t>(o.eval_tokens));
+    train_tokens += static_cast<int64_t>(train[i].size());
+  }
+  for (size_t i = 0; i < mixture.size(); ++i) domains.push_back({mixture[i].first, &train[i], mixture[i].second});
   const int64_t ctx = config.max_position_embeddings;
-  nr::MixtureSampler sampler = nr::single_domain_sampler(o.domain, train, o.batch, ctx, o.seed);
+  const nr::MixtureSampler sampler(domains, o.batch, ctx, o.seed);
   nr::AdamW opt(nr::named_parameters(model), nr::AdamWConfig{.lr = o.lr, .weight_decay = o.weight_decay});
 
   nr::TrainLoopOptions loop;
-  loop.label = "pretrain";
+  loop.label = o.label.empty() ? "pretrain" : o.label;
   loop.steps = o.steps;
   loop.start_step = resume_if_present(o.out, model, opt, "pretrain");
   loop.schedule = nr::LrSchedule{.peak = o.lr, .warmup = default_warmup(o.warmup, o.steps), .total = o.steps,
@@ -40,18 +109,33 @@ int run_pretrain(Model& model, const nr::ModelConfig& config, const PretrainOpti
   nr::JsonlLog log((fs::path(o.out) / "train_log.jsonl").string());
   loop.log = &log;
 
-  const nlohmann::json nr_fields = {{"method", "backbone"}, {"domain", o.domain}, {"seed", o.seed}};
+  nlohmann::json nr_fields = {{"method", "backbone"}, {"domain", original}, {"seed", o.seed}};
+  if (mixture.size() > 1) {
+    nlohmann::json m = nlohmann::json::object();
+    for (const auto& [name, w] : mixture) m[name] = w;
+    nr_fields["mixture"] = m;
+  }
   nr::TrainCallbacks callbacks;
   callbacks.save = [&](int64_t step) {
     nr::save_training_state(o.out, model, opt, step);
     nr::save_model(o.out, model, config, nr_fields);
   };
+  // One domain: {"domain", "valid_bpb", "tokens"}; a mixture adds "valid_bpb_by_domain".
   callbacks.eval = [&](int64_t) {
-    const nr::BpbResult bpb = nr::bits_per_byte(model, valid, ctx);
-    return nlohmann::json{{"domain", o.domain}, {"valid_bpb", bpb.bpb}, {"tokens", bpb.tokens}};
+    nlohmann::json by_domain = nlohmann::json::object();
+    nlohmann::json j;
+    for (size_t i = 0; i < mixture.size(); ++i) {
+      const nr::BpbResult bpb = nr::bits_per_byte(model, valid[i], ctx);
+      by_domain[mixture[i].first] = bpb.bpb;
+      if (mixture[i].first == original) j = {{"domain", original}, {"valid_bpb", bpb.bpb}, {"tokens", bpb.tokens}};
+    }
+    if (mixture.size() > 1) j["valid_bpb_by_domain"] = by_domain;
+    return j;
   };
-  fmt::print(stderr, "[pretrain] {} parameters, {} train tokens, batch {} x ctx {}, {} threads\n",
-             nr::count_parameters(model), train.size(), o.batch, ctx, nr::num_threads());
+  std::string mix_text;
+  for (const auto& [name, w] : mixture) mix_text += fmt::format("{}{} {:.1f}%", mix_text.empty() ? "" : ", ", name, 100.0 * w);
+  fmt::print(stderr, "[pretrain] {} parameters, {} train tokens ({}), batch {} x ctx {}, {} threads\n",
+             nr::count_parameters(model), train_tokens, mix_text, o.batch, ctx, nr::num_threads());
   install_stop_handlers();
   const nr::TrainOutcome run = nr::train(model, opt, sampler, loop, callbacks);
   if (run.stopped) return 128 + run.stop_signal;
@@ -59,15 +143,43 @@ int run_pretrain(Model& model, const nr::ModelConfig& config, const PretrainOpti
   result["steps"] = o.steps;
   log.write(result);
   if (run.end_step > run.start_step) result["tokens_per_second"] = run.tokens_per_second();
-  fmt::print("{}\n", result.dump());
+  // results.json marks a finished backbone (nrlab reproduce reuses it).
+  nlohmann::json record = result;
+  record.update({{"preset", o.preset}, {"domain", original}, {"mixture", nr_fields.value("mixture", nlohmann::json())},
+                 {"batch", o.batch}, {"ctx", ctx}, {"lr", o.lr}, {"seed", o.seed},
+                 {"parameters", nr::count_parameters(model)}, {"eval_tokens", o.eval_tokens}});
+  if (run.end_step > run.start_step) {
+    record["train_seconds"] = run.train_seconds;
+    record["wall_seconds"] = run.seconds;
+  }
+  nr::write_file_atomic(fs::path(o.out) / "results.json", record.dump(2) + "\n");
+  if (o.print_json) fmt::print("{}\n", result.dump());
+  if (results_out) *results_out = record;
   return 0;
+}
+
+// Runs `nrlab pretrain` in-process: 0 when finished (results.json's content in *results), or
+// 128 + the signal when SIGINT / SIGTERM stopped it (the same call resumes).
+inline int run_pretrain_command(const PretrainOptions& o, nlohmann::json* results = nullptr) {
+  apply_threads(o.threads);
+  nr::ModelConfig config = nr::preset(o.preset);
+  if (o.ctx > 0) config.max_position_embeddings = o.ctx;
+  if (nr::has_training_state(o.out) && fs::exists(fs::path(o.out) / nr::config_file_name)) {
+    const nr::ModelConfig saved = nr::load_config_json(fs::path(o.out) / nr::config_file_name);
+    if (saved.hidden_size != config.hidden_size || saved.num_hidden_layers != config.num_hidden_layers ||
+        saved.max_position_embeddings != config.max_position_embeddings)
+      throw nr::ValueError(fmt::format("{} holds a checkpoint of another model size; choose another --out or the same --preset",
+                                       o.out));
+  }
+  return with_model(config, o.seed, [&](auto& model) { return run_pretrain(model, config, o, results); });
 }
 
 inline void register_pretrain_command(CLI::App& app) {
   auto o = std::make_shared<PretrainOptions>();
-  CLI::App* c = app.add_subcommand("pretrain", "Train a backbone from scratch on one domain of a corpus");
+  CLI::App* c = app.add_subcommand("pretrain", "Train a backbone from scratch on one domain or a mixture of domains of a corpus");
   c->add_option("--corpus", o->corpus, "Corpus directory (built by `nrlab corpus`)")->required();
-  c->add_option("--domain", o->domain, "Domain to train on")->capture_default_str();
+  c->add_option("--domain", o->domain, "Domain to train on, or a mixture NAME:WEIGHT,... (e.g. en:0.875,fr:0.0625,de:0.0625)")
+      ->capture_default_str();
   c->add_option("--preset", o->preset, "Model size: nano, tiny, small")->capture_default_str();
   c->add_option("--steps", o->steps, "Optimisation steps")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--batch", o->batch, "Sequences per step")->capture_default_str()->check(CLI::PositiveNumber);
@@ -85,17 +197,7 @@ inline void register_pretrain_command(CLI::App& app) {
   c->add_option("--eval-tokens", o->eval_tokens, "Validation bytes for the BPB (0 = all)")->capture_default_str();
   c->add_option("--out", o->out, "Checkpoint directory (resumes when it holds a training state)")->required();
   c->callback([o]() {
-    apply_threads(o->threads);
-    nr::ModelConfig config = nr::preset(o->preset);
-    if (o->ctx > 0) config.max_position_embeddings = o->ctx;
-    if (nr::has_training_state(o->out) && fs::exists(fs::path(o->out) / nr::config_file_name)) {
-      const nr::ModelConfig saved = nr::load_config_json(fs::path(o->out) / nr::config_file_name);
-      if (saved.hidden_size != config.hidden_size || saved.num_hidden_layers != config.num_hidden_layers ||
-          saved.max_position_embeddings != config.max_position_embeddings)
-        throw nr::ValueError(fmt::format("{} holds a checkpoint of another model size; choose another --out or the same --preset",
-                                         o->out));
-    }
-    const int rc = with_model(config, o->seed, [&](auto& model) { return run_pretrain(model, config, *o); });
+    const int rc = run_pretrain_command(*o);
     if (rc != 0) throw CLI::RuntimeError(rc);
   });
 }

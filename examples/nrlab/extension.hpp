@@ -32,10 +32,10 @@ namespace nrlab {
 // Defaults of `nrlab extend`, per method (docs/methods.md explains how they were chosen).
 inline double default_lr(const std::string& method) {
   if (method == "finetune") return 1e-3;
-  if (method == "lora") return 1e-3;
-  return 2e-3;  // adapter, gated-sigmoid, neutral
+  if (method == "lora") return 3e-3;
+  return 5e-3;  // adapter, gated-sigmoid, neutral
 }
-inline constexpr double default_neutral_alpha = 0.1;  // l1 weight of neutral residues
+inline constexpr double default_neutral_alpha = 1.0;  // l1 weight of neutral residues
 inline constexpr double default_sigmoid_bce = 1.0;    // BCE weight of gated-sigmoid
 
 inline const std::vector<std::string>& method_names() {
@@ -80,6 +80,8 @@ struct ExtensionSpec {
   void resolve_defaults() {
     if (std::find(method_names().begin(), method_names().end(), method) == method_names().end())
       throw nr::ValueError(fmt::format("unknown method '{}' (finetune, lora, adapter, gated-sigmoid, neutral)", method));
+    if (!is_lora() && (rank > 0 || lora_alpha > 0.0))
+      throw nr::ValueError(fmt::format("--rank and --lora-alpha apply to the lora method, not to '{}'", method));
     if (!is_adapter()) {
       if (!gate.empty() || !init.empty() || alpha > 0.0 || bce_weight > 0.0 || hidden > 0)
         throw nr::ValueError(fmt::format("--gate, --init, --alpha, --bce-weight and --hidden apply to the adapter "

@@ -1,4 +1,5 @@
-// nrlab — the command-line laboratory of nr: build corpora, pretrain, extend, evaluate, merge.
+// nrlab — the command-line laboratory of nr: build corpora, pretrain, extend, evaluate, merge,
+// and reproduce the neutral-residues paper's tables.
 //
 // Every subcommand has --help. Errors print one line naming what is wrong and exit non-zero.
 #include "cmd_corpus.hpp"
@@ -6,6 +7,7 @@
 #include "cmd_extend.hpp"
 #include "cmd_merge.hpp"
 #include "cmd_pretrain.hpp"
+#include "cmd_reproduce.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"nrlab: extend pretrained language models and measure learning vs forgetting"};
@@ -16,6 +18,7 @@ int main(int argc, char** argv) {
   nrlab::register_extend_command(app);
   nrlab::register_eval_command(app);
   nrlab::register_merge_command(app);
+  nrlab::register_reproduce_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

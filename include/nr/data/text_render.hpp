@@ -133,8 +133,22 @@ inline std::string clean_man_output(std::string_view rendered,
                                     const std::vector<std::string>& drop_sections = default_dropped_man_sections()) {
   std::string s = strip_terminal_formatting(rendered);
   static constexpr std::string_view dashes[] = {"\xE2\x80\x90", "\xE2\x80\x91", "\xE2\x88\x92"};
-  for (std::string_view d : dashes)
-    for (size_t p = s.find(d); p != std::string::npos; p = s.find(d, p + 1)) s.replace(p, d.size(), "-");
+  {  // copy rather than replace in place (GCC 12 -O3 reports a false -Wrestrict on replace)
+    std::string mapped;
+    mapped.reserve(s.size());
+    for (size_t i = 0; i < s.size();) {
+      size_t matched = 0;
+      for (std::string_view d : dashes)
+        if (std::string_view(s).substr(i, d.size()) == d) matched = d.size();
+      if (matched) {
+        mapped += '-';
+        i += matched;
+      } else {
+        mapped += s[i++];
+      }
+    }
+    s.swap(mapped);
+  }
 
   std::vector<std::string_view> lines;
   for (size_t start = 0; start <= s.size();) {

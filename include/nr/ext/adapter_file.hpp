@@ -23,6 +23,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,7 @@
 #include "nr/ext/backbone.hpp"
 #include "nr/ext/lora.hpp"
 #include "nr/io/atomic_file.hpp"
+#include "nr/io/json_text.hpp"
 #include "nr/io/safetensors.hpp"
 #include "nr/nn/module.hpp"
 
@@ -133,22 +135,22 @@ void save_adapter_file(const std::filesystem::path& dir, M& model, const nlohman
   write_file_atomic(dir / adapter_config_file_name, config.dump(2) + "\n");
 }
 
-// Reads DIR/adapter_config.json; IoError naming the file when it is missing, not JSON, not an
-// object or has no string "peft_type".
+// Parses adapter_config.json text; IoError naming `source_name` when it is not JSON (NUL bytes
+// and absurd nesting included, io/json_text.hpp), not an object or has no string "peft_type".
+inline nlohmann::json parse_adapter_config(std::string_view text, const std::string& source_name) {
+  nlohmann::json j = parse_json_text(text, source_name);
+  if (!j.is_object() || !j.contains("peft_type") || !j["peft_type"].is_string())
+    throw IoError(fmt::format("{}: expected a JSON object with a string \"peft_type\"", source_name));
+  return j;
+}
+
+// Reads DIR/adapter_config.json (see parse_adapter_config); IoError when it is missing.
 inline nlohmann::json load_adapter_config(const std::filesystem::path& dir) {
   const std::filesystem::path file = dir / adapter_config_file_name;
   if (!std::filesystem::is_regular_file(file))
     throw IoError(fmt::format("{} is missing: not an adapter directory (nrlab extend writes one for lora and adapter "
                               "methods)", file.string()));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(file));
-  } catch (const nlohmann::json::exception& e) {
-    throw IoError(fmt::format("{}: not valid JSON: {}", file.string(), e.what()));
-  }
-  if (!j.is_object() || !j.contains("peft_type") || !j["peft_type"].is_string())
-    throw IoError(fmt::format("{}: expected a JSON object with a string \"peft_type\"", file.string()));
-  return j;
+  return parse_adapter_config(read_file(file), file.string());
 }
 
 // Copies DIR/adapter_model.safetensors into the extension parameters of `model` (built with the

@@ -94,6 +94,20 @@ void load_model_weights(const fs::path& dir, M& model, bool allow_extra = false)
 }
 
 // Writes training_state.safetensors: weights, AdamW moments, step.
+// Writes a complete checkpoint: model.safetensors and config.json first, training_state last.
+// The order matters when a run is killed mid-save: resuming trusts training_state's step, so it
+// must never get ahead of the model file (a resumed run at its last step would then exit without
+// rewriting a stale model.safetensors). Extra files of the caller (an adapter file) go between,
+// through `before_state`.
+template <Module M, class BeforeState = void (*)()>
+void save_checkpoint(const fs::path& dir, M& model, const ModelConfig& config, const nlohmann::json& nr_fields,
+                     AdamW& opt, int64_t step, const std::map<std::string, std::string>& state_metadata = {},
+                     BeforeState&& before_state = [] {}) {
+  save_model(dir, model, config, nr_fields);
+  before_state();
+  save_training_state(dir, model, opt, step, state_metadata);
+}
+
 template <Module M>
 void save_training_state(const fs::path& dir, M& model, AdamW& opt, int64_t step,
                          const std::map<std::string, std::string>& extra_metadata = {}) {

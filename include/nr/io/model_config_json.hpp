@@ -36,6 +36,7 @@
 
 #include "nr/core/error.hpp"
 #include "nr/io/atomic_file.hpp"
+#include "nr/io/json_text.hpp"
 #include "nr/nn/config.hpp"
 
 namespace nr {
@@ -193,30 +194,13 @@ inline ModelConfig config_from_json(const nlohmann::json& j, const std::string& 
 
 // The deepest nesting parse_config_json accepts (the document object is level 1; real configs
 // nest 3 or 4 levels).
-inline constexpr int config_json_max_depth = 64;
+inline constexpr int config_json_max_depth = json_max_depth;
 
-// Parses config.json text; source_name names it in error messages.
+// Parses config.json text; source_name names it in error messages. NUL bytes and absurd nesting
+// are refused (io/json_text.hpp).
 inline ConfigJsonDocument parse_config_json(std::string_view text, const std::string& source_name) {
   ConfigJsonDocument doc;
-  // nlohmann::json takes a NUL byte for the end of the text; JSON never holds one.
-  if (const size_t nul = text.find('\0'); nul != std::string_view::npos)
-    throw IoError(fmt::format("config file '{}': not valid JSON: a NUL byte at offset {}", source_name, nul));
-  // Nesting is limited because nlohmann::json prints and copies values recursively: a value
-  // nested a few hundred thousand levels deep (under a key such as rope_scaling, which an error
-  // message prints) overflowed the stack (a hostile-input finding: tests/test_fuzz_regressions.cpp).
-  const nlohmann::json::parser_callback_t limit_depth = [&](int depth, nlohmann::json::parse_event_t event,
-                                                            nlohmann::json&) {
-    if ((event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) &&
-        depth >= config_json_max_depth)
-      throw IoError(fmt::format("config file '{}': the JSON nests deeper than {} levels", source_name,
-                                config_json_max_depth));
-    return true;
-  };
-  try {
-    doc.json = nlohmann::json::parse(text.begin(), text.end(), limit_depth);
-  } catch (const nlohmann::json::exception& e) {
-    throw IoError(fmt::format("config file '{}': not valid JSON: {}", source_name, e.what()));
-  }
+  doc.json = parse_json_text(text, fmt::format("config file '{}'", source_name));
   doc.config = config_from_json(doc.json, source_name);
   return doc;
 }

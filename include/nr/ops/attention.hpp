@@ -107,7 +107,10 @@ inline void attention_forward(const float* q,  // (B, T, H*D)
 
 #pragma omp parallel
   {
-    std::vector<float> scratch(static_cast<size_t>(bt * T));  // scores of one row block (bt, T)
+    // 64-byte aligned, so that Eigen's vectorised reductions split the same way in every run
+    // (an address-dependent split would change the rounding: see docs/reliability.md).
+    Tensor scratch_buf = Tensor::empty(Shape{bt * T});  // scores of one row block (bt, T)
+    float* const scratch = scratch_buf.data();
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t h = 0; h < H; ++h) {
@@ -117,7 +120,7 @@ inline void attention_forward(const float* q,  // (B, T, H*D)
         for (int64_t i0 = 0; i0 < T; i0 += bt) {
           const int64_t n = std::min(bt, T - i0), i1 = i0 + n;  // rows [i0, i1) see keys [0, i1)
           const auto Q = head(q + (b * T + i0) * qs + h * D, n, D, qs);  // (n, D)
-          Block P(scratch.data(), n, i1);                                // (n, i1)
+          Block P(scratch, n, i1);                                // (n, i1)
           P.noalias() = Q * K.topRows(i1).transpose();
           for (int64_t r = 0; r < n; ++r) {
             const int64_t len = i0 + r + 1;  // row i = i0 + r attends to keys 0..i
@@ -158,7 +161,10 @@ inline void attention_backward(const float* q,     // (B, T, H*D)
 #pragma omp parallel
   {
     // P (bt, T) and dP, overwritten by dS, (bt, T) of the current row block.
-    std::vector<float> scratch(static_cast<size_t>((need_ds ? 2 : 1) * bt * T));
+    // 64-byte aligned, so that Eigen's vectorised reductions split the same way in every run
+    // (an address-dependent split would change the rounding: see docs/reliability.md).
+    Tensor scratch_buf = Tensor::empty(Shape{(need_ds ? 2 : 1) * bt * T});
+    float* const scratch = scratch_buf.data();
     std::vector<float> row_corr(static_cast<size_t>(bt));  // D_i of the block's rows
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; ++b) {
@@ -173,7 +179,7 @@ inline void attention_backward(const float* q,     // (B, T, H*D)
             const auto Q = head(q + row0, n, D, qs);         // (n, D)
             const auto dO = head(dout + row0, n, D, qs);     // (n, D)
             // Recompute P = exp(S * scale - L) from the saved L; zero above the diagonal.
-            Block P(scratch.data(), n, i1);  // (n, i1)
+            Block P(scratch, n, i1);  // (n, i1)
             P.noalias() = Q * K.topRows(i1).transpose();
             for (int64_t r = 0; r < n; ++r) {
               const int64_t len = i0 + r + 1;
@@ -185,7 +191,7 @@ inline void attention_backward(const float* q,     // (B, T, H*D)
             if (dv) head(dv + b * T * ks + g * D, i1, D, ks).noalias() += P.transpose() * dO;
             if (!need_ds) continue;
             // dP = dO V^T, then dS = P * (dP - D_i) * scale in place (scale folded in once here).
-            Block dS(scratch.data() + bt * T, n, i1);  // (n, i1)
+            Block dS(scratch + bt * T, n, i1);  // (n, i1)
             dS.noalias() = dO * V.topRows(i1).transpose();
             const auto O = head(out + row0, n, D, qs);  // (n, D)
             for (int64_t r = 0; r < n; ++r) row_corr[static_cast<size_t>(r)] = dO.row(r).dot(O.row(r));

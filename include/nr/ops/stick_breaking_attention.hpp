@@ -131,7 +131,10 @@ inline void stick_breaking_forward(const float* q,  // (B, T, H*D)
 
 #pragma omp parallel
   {
-    std::vector<float> scratch(static_cast<size_t>(2 * bt * T + T));  // Z, A of a block, a row of ls(-z)
+    // 64-byte aligned, so that Eigen's vectorised reductions split the same way in every run
+    // (an address-dependent split would change the rounding: see docs/reliability.md).
+    Tensor scratch_buf = Tensor::empty(Shape{2 * bt * T + T});  // Z, A of a block, a row of ls(-z)
+    float* const scratch = scratch_buf.data();
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t h = 0; h < H; ++h) {
@@ -141,9 +144,9 @@ inline void stick_breaking_forward(const float* q,  // (B, T, H*D)
         for (int64_t i0 = 0; i0 < T; i0 += bt) {
           const int64_t n = std::min(bt, T - i0), i1 = i0 + n;
           const auto Q = head(q + (b * T + i0) * qs + h * D, n, D, qs);  // (n, D)
-          Block Z(scratch.data(), n, i1), A(scratch.data() + bt * T, n, i1);
+          Block Z(scratch, n, i1), A(scratch + bt * T, n, i1);
           Z.noalias() = (Q * K.topRows(i1).transpose()) * scale;
-          stick_breaking_weights(Z, A, scratch.data() + 2 * bt * T, i0);
+          stick_breaking_weights(Z, A, scratch + 2 * bt * T, i0);
           head(out + (b * T + i0) * qs + h * D, n, D, qs).noalias() = A * V.topRows(i1);
         }
       }
@@ -168,7 +171,10 @@ inline void stick_breaking_backward(const float* q,     // (B, T, H*D)
 
 #pragma omp parallel
   {
-    std::vector<float> scratch(static_cast<size_t>(3 * bt * T + T));  // Z, A, dA (then dZ), a row
+    // 64-byte aligned, so that Eigen's vectorised reductions split the same way in every run
+    // (an address-dependent split would change the rounding: see docs/reliability.md).
+    Tensor scratch_buf = Tensor::empty(Shape{3 * bt * T + T});  // Z, A, dA (then dZ), a row
+    float* const scratch = scratch_buf.data();
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t g = 0; g < Hkv; ++g) {  // this thread owns dK_g and dV_g
@@ -180,9 +186,9 @@ inline void stick_breaking_backward(const float* q,     // (B, T, H*D)
             const int64_t row0 = (b * T + i0) * qs + h * D;
             const auto Q = head(q + row0, n, D, qs);      // (n, D)
             const auto dO = head(dout + row0, n, D, qs);  // (n, D)
-            Block Z(scratch.data(), n, i1), A(scratch.data() + bt * T, n, i1), dZ(scratch.data() + 2 * bt * T, n, i1);
+            Block Z(scratch, n, i1), A(scratch + bt * T, n, i1), dZ(scratch + 2 * bt * T, n, i1);
             Z.noalias() = (Q * K.topRows(i1).transpose()) * scale;
-            stick_breaking_weights(Z, A, scratch.data() + 3 * bt * T, i0);
+            stick_breaking_weights(Z, A, scratch + 3 * bt * T, i0);
             if (dv) head(dv + b * T * ks + g * D, i1, D, ks).noalias() += A.transpose() * dO;  // dV += A^T dO
             if (!(dq || dk)) continue;
             dZ.noalias() = dO * V.topRows(i1).transpose();  // dA_ij = dO_i . v_j

@@ -12,7 +12,11 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "nr/core/error.hpp"
 
@@ -65,22 +69,43 @@ class Progress {
   std::chrono::steady_clock::time_point start_;
 };
 
-// Appends one JSON object per line to a file (created if missing).
+// Appends one JSON object per line to a file (created if missing). Each record goes out in one
+// write(2) on a descriptor opened with O_APPEND, so a process killed mid-run leaves at worst one
+// torn last line; opening the log again first ends such a line, so later records always start
+// on a line of their own and readers can skip the torn one.
 class JsonlLog {
  public:
   JsonlLog() = default;
-  explicit JsonlLog(const std::string& path) : path_(path), out_(path, std::ios::app) {
-    if (!out_) throw IoError(fmt::format("cannot open log file '{}' for appending", path));
+  explicit JsonlLog(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw IoError(fmt::format("cannot open log file '{}' for appending: {}", path, std::strerror(errno)));
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    if (in && in.tellg() > 0) {
+      in.seekg(-1, std::ios::end);
+      if (in.get() != '\n') append("\n");
+    }
+  }
+  JsonlLog(const JsonlLog&) = delete;
+  JsonlLog& operator=(const JsonlLog&) = delete;
+  ~JsonlLog() {
+    if (fd_ >= 0) ::close(fd_);
   }
   void write(const nlohmann::json& record) {
-    if (!out_.is_open()) return;
-    out_ << record.dump() << '\n';
-    out_.flush();
+    if (fd_ >= 0) append(record.dump() + "\n");
   }
 
  private:
+  void append(const std::string& line) {
+    size_t done = 0;
+    while (done < line.size()) {
+      const ssize_t n = ::write(fd_, line.data() + done, line.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw IoError(fmt::format("cannot write to log file '{}': {}", path_, std::strerror(errno)));
+      done += static_cast<size_t>(n);
+    }
+  }
   std::string path_;
-  std::ofstream out_;
+  int fd_ = -1;
 };
 
 }  // namespace nr
