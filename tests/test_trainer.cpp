@@ -281,3 +281,28 @@ TEST_CASE("bits_per_byte with a context factory matches the plain form and colle
   const nr::BpbResult by_value = nr::bits_per_byte(m, tokens, 16, 4, [](int64_t) { return nr::ForwardContext{}; });
   CHECK(by_value.bpb == plain.bpb);
 }
+
+TEST_CASE("a non-finite step stops training or is skipped, as asked, without saving", "[train][trainer][nan]") {
+  const auto tokens = text_tokens("the quick brown fox jumps over the lazy dog. ");
+  nr::Llama m(micro_config(), 5);
+  m.lm_head.weight.value().data()[3] = std::numeric_limits<float>::infinity();  // every loss is non-finite
+  nr::AdamW opt(nr::named_parameters(m), {.lr = 1e-3});
+  const nr::MixtureSampler sampler = nr::single_domain_sampler("toy", tokens, 2, 16, 7);
+  const nr::Tensor before = m.layers[0].mlp.up_proj.weight.value().clone();
+  int saves = 0;
+  nr::TrainCallbacks cb;
+  cb.save = [&](int64_t) { ++saves; };
+  nr::TrainLoopOptions o;
+  o.show_progress = false;
+  o.steps = 10;
+  o.start_step = 2;
+  o.schedule = nr::LrSchedule{.peak = 1e-3, .total = 10};
+  REQUIRE_THROWS_WITH(nr::train(m, opt, sampler, o, cb), Catch::Contains("step 2") && Catch::Contains("not finite"));
+  o.on_nan = nr::NanPolicy::skip_step;
+  o.max_consecutive_skips = 3;
+  REQUIRE_THROWS_WITH(nr::train(m, opt, sampler, o, cb), Catch::Contains("4 steps in a row"));
+  CHECK(saves == 0);  // the last good checkpoint is never overwritten
+  CHECK(m.layers[0].mlp.up_proj.weight.value().to_vector() == before.to_vector());
+  CHECK(nr::parse_nan_policy("skip-step") == nr::NanPolicy::skip_step);
+  REQUIRE_THROWS_AS(nr::parse_nan_policy("ignore"), nr::ValueError);
+}

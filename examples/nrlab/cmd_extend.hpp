@@ -33,6 +33,7 @@ struct ExtendOptions {
   std::string lora_targets = "gate_proj,up_proj,down_proj";
   double lr = 0.0;  // 0: the method's default
   double weight_decay = 0.1, grad_clip = 1.0, min_lr_ratio = 0.1;
+  std::string on_nan = "stop";  // stop | skip-step
   std::string schedule = "cosine";
   int64_t steps = 300, batch = 16, warmup = -1, log_every = 10, save_every = 100, eval_every = 0, eval_tokens = 100000,
           eval_batch = 16;
@@ -161,6 +162,7 @@ int run_extend(Model& model, const nr::ModelConfig& config, const ExtensionSpec&
   loop.schedule = nr::LrSchedule{.peak = lr, .warmup = warmup, .total = o.steps,
                                  .kind = nr::LrSchedule::parse_kind(o.schedule), .min_ratio = o.min_lr_ratio};
   loop.grad_clip = o.grad_clip;
+  loop.on_nan = nr::parse_nan_policy(o.on_nan);
   loop.log_every = o.log_every;
   loop.save_every = o.save_every;
   loop.eval_every = o.eval_every;
@@ -321,6 +323,10 @@ inline void register_extend_command(CLI::App& app) {
   c->add_option("--schedule", o->schedule, "cosine or constant")->capture_default_str();
   c->add_option("--weight-decay", o->weight_decay, "AdamW decoupled weight decay")->capture_default_str();
   c->add_option("--grad-clip", o->grad_clip, "Global gradient-norm clip (0 = off)")->capture_default_str();
+  c->add_option("--on-nan", o->on_nan,
+                "A non-finite loss or gradient: stop (keep the last checkpoint) or skip-step (drop the step)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"stop", "skip-step"}));
   c->add_option("--seed", o->seed, "Seed for the extension's initialisation and the data order")->capture_default_str();
   c->add_option("--threads", o->threads, "Threads for BLAS and loops (default: NR_NUM_THREADS or all)");
   c->add_option("--save-every", o->save_every, "Checkpoint every N steps")->capture_default_str()->check(CLI::PositiveNumber);

@@ -45,6 +45,17 @@
 
 namespace nr {
 
+// What to do when a step's loss or gradient is not finite (train_step throws NumericError before
+// touching any weight): stop (rethrow: nothing is saved, so the last good checkpoint stays), or
+// skip the step and go on, giving up after `max_consecutive_skips` skipped steps in a row.
+enum class NanPolicy { stop, skip_step };
+
+inline NanPolicy parse_nan_policy(const std::string& s) {
+  if (s == "stop") return NanPolicy::stop;
+  if (s == "skip-step") return NanPolicy::skip_step;
+  throw ValueError(fmt::format("unknown non-finite policy '{}' (stop, skip-step)", s));
+}
+
 struct TrainLoopOptions {
   std::string label = "train";             // prefix of the progress lines
   int64_t steps = 0;                       // the run ends when `steps` steps are done
@@ -58,6 +69,8 @@ struct TrainLoopOptions {
   const std::atomic<int>* stop = nullptr;  // non-zero: save and stop after the current step
   JsonlLog* log = nullptr;                 // JSON-lines log (not owned); null = no log
   bool show_progress = true;               // progress lines on stderr
+  NanPolicy on_nan = NanPolicy::stop;      // a non-finite loss or gradient: stop or skip the step
+  int64_t max_consecutive_skips = 10;      // skip-step gives up after this many in a row
 };
 
 struct TrainCallbacks {
@@ -77,6 +90,7 @@ struct TrainOutcome {
   double last_loss = std::numeric_limits<double>::quiet_NaN();        // LM loss of the last step
   double last_local_loss = std::numeric_limits<double>::quiet_NaN();  // its local losses
   int64_t tokens = 0;              // tokens trained on in this call
+  int64_t skipped_steps = 0;       // steps skipped for a non-finite loss or gradient
   double seconds = 0.0;            // wall time of this call, evaluations and saves included
   double train_seconds = 0.0;      // the training steps alone
   nlohmann::json final_eval;       // eval(steps) at the end; null when stopped or no eval
@@ -107,10 +121,23 @@ TrainOutcome train(Model& model, AdamW& opt, const MixtureSampler& sampler, cons
   auto since = [](std::chrono::steady_clock::time_point t) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
   };
+  int64_t consecutive_skips = 0;
   for (int64_t step = o.start_step; step < o.steps; ++step) {
     const auto step_t0 = std::chrono::steady_clock::now();
     const double lr = o.schedule.at(step);
-    const StepResult r = train_step(model, opt, sampler.batch_at(step), lr, o.grad_clip, step, o.original_of_tag);
+    StepResult r;
+    try {
+      r = train_step(model, opt, sampler.batch_at(step), lr, o.grad_clip, step, o.original_of_tag);
+      consecutive_skips = 0;
+    } catch (const NumericError& e) {
+      if (o.on_nan == NanPolicy::stop) throw;
+      ++out.skipped_steps;
+      if (++consecutive_skips > o.max_consecutive_skips)
+        throw NumericError(fmt::format("{} ({} steps in a row were not finite; giving up)", e.what(), consecutive_skips));
+      write({{"step", step + 1}, {"skipped", true}, {"error", e.what()}});
+      if (o.show_progress) progress.message(fmt::format("[{}] skipped: {}", o.label, e.what()));
+      continue;
+    }
     out.train_seconds += since(step_t0);
     out.tokens += tokens_per_step;
     out.end_step = step + 1;
