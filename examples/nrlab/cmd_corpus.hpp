@@ -6,6 +6,8 @@
 //
 // Packages are fetched with `apt-get download` into CACHE/debs and unpacked with `dpkg-deb -x`
 // into CACHE/root (nothing is installed). See docs/corpus.md for the sources, rules and sizes.
+// Last step: when OUT/reference holds en, fr and de, the parallel multiple-choice items of the
+// downstream evaluation are written to OUT/mc/{en,fr,de}.jsonl (downstream.hpp; docs/results.md).
 #pragma once
 
 #include <chrono>
@@ -18,6 +20,8 @@
 #include <fmt/format.h>
 
 #include <nr/data/corpus_builder.hpp>
+
+#include "downstream.hpp"
 
 namespace nrlab {
 
@@ -67,6 +71,15 @@ inline void register_corpus_command(CLI::App& app) {
     const nlohmann::json manifest = nr::build_corpus(opt);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     fmt::print(stderr, "[corpus] done in {:.1f} s: {}\n", seconds, (std::filesystem::path(o->out) / "manifest.json").string());
+    bool reference = true;
+    for (const std::string& lang : mc_languages())
+      reference = reference && std::filesystem::is_directory(std::filesystem::path(o->out) / "reference" / lang);
+    if (reference) {
+      const nlohmann::json info = write_mc_items(o->out);
+      fmt::print(stderr, "[corpus] multiple-choice items: {} en, {} fr, {} de in {}\n", info["items"]["en"].get<int64_t>(),
+                 info["items"]["fr"].get<int64_t>(), info["items"]["de"].get<int64_t>(),
+                 (std::filesystem::path(o->out) / mc_dir_name).string());
+    }
     for (const auto& [name, d] : manifest["domains"].items())
       fmt::print("{:8} train {:>10} bytes  valid {:>9} bytes  {:>6} documents\n", name, d["train_bytes"].get<int64_t>(),
                  d["valid_bytes"].get<int64_t>(),

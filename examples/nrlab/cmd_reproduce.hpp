@@ -18,7 +18,9 @@
 // 4. RUNS/<table>/ receives results.md (printed on stdout too), results.csv, results.json,
 //    curves.svg (training loss of every run), figure1.svg (tables 2 and 8) and figure3.svg
 //    (gate_proj spectra, tables with adapter runs).
-// RUNS is --runs DIR / PRESET (default runs/quick), so the presets never mix.
+// RUNS is --runs DIR / PRESET (default runs/quick), so the presets never mix; --steps,
+// --pretrain-steps, --batch, --eval-tokens and --mc-items override the preset's numbers and put
+// the runs into RUNS = DIR/custom.
 #pragma once
 
 #include <chrono>
@@ -35,6 +37,9 @@ struct ReproduceOptions {
   std::string table, preset = "quick", corpus = "cache/corpus", runs = "runs";
   int threads = 0;
   bool list = false;
+  // Overrides of the preset (0 / negative: the preset's); any of them makes the preset "custom"
+  // (runs in RUNS/custom), so that they never mix with the runs of a named preset.
+  int64_t pretrain_steps = 0, steps = 0, batch = 0, eval_tokens = -1, mc_items = 0;
 };
 
 namespace repro {
@@ -202,7 +207,8 @@ inline void write_curves(const TableSpec& t, const fs::path& root, const RunnerO
     const fs::path log = run_dir(root, r.id) / "train_log.jsonl";
     if (!outcome.results.count(r.id) || !fs::exists(log)) continue;
     plot.series.push_back(nr::SvgSeries{.label = fmt::format("{} p={} lr={}", method_label(r.method), num(r.p), num(r.lr)),
-                                        .points = loss_curve(nr::read_file(log))});
+                                        .points = loss_curve(nr::read_file(log)), .line = true, .markers = false,
+                                        .color = ""});
   }
   nr::write_file_atomic(file, plot.render());
 }
@@ -294,7 +300,16 @@ inline int reproduce_table(const std::string& name, const Preset& preset, const 
 inline int run_reproduce_command(const ReproduceOptions& o) {
   apply_threads(o.threads);
   install_stop_handlers();
-  const repro::Preset preset = repro::preset_named(o.preset);
+  repro::Preset preset = repro::preset_named(o.preset);
+  if (o.pretrain_steps > 0 || o.steps > 0 || o.batch > 0 || o.eval_tokens >= 0 || o.mc_items > 0) {
+    preset.name = "custom";
+    if (o.pretrain_steps > 0) preset.pretrain_steps = o.pretrain_steps;
+    if (o.steps > 0) preset.steps = o.steps;
+    if (o.batch > 0) preset.batch = preset.pretrain_batch = o.batch;
+    if (o.eval_tokens >= 0) preset.eval_tokens = o.eval_tokens;
+    if (o.mc_items > 0) preset.mc_items = o.mc_items;
+    preset.save_every = std::min(preset.save_every, preset.steps);
+  }
   std::vector<std::string> tables = o.table == "all" ? repro::table_names() : std::vector<std::string>{o.table};
   for (const std::string& t : tables)
     if (const int rc = repro::reproduce_table(t, preset, o); rc != 0) return rc;
@@ -314,6 +329,16 @@ inline void register_reproduce_command(CLI::App& app) {
   c->add_option("--corpus", o->corpus, "Corpus directory (nrlab corpus --out DIR)")->capture_default_str();
   c->add_option("--runs", o->runs, "Runs directory; everything goes into RUNS/PRESET")->capture_default_str();
   c->add_option("--threads", o->threads, "Threads (default: NR_NUM_THREADS or all)");
+  c->add_option("--pretrain-steps", o->pretrain_steps, "Override: backbone pretraining steps (runs go to RUNS/custom)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--steps", o->steps, "Override: steps of every extension run (runs go to RUNS/custom)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--batch", o->batch, "Override: sequences per step, pretraining and extension (runs go to RUNS/custom)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--eval-tokens", o->eval_tokens, "Override: bytes of each valid set, 0 = all (runs go to RUNS/custom)")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--mc-items", o->mc_items, "Override: multiple-choice items per language (runs go to RUNS/custom)")
+      ->check(CLI::PositiveNumber);
   c->add_flag("--list", o->list, "List the table's runs and their state (finished, partial, fresh); train nothing");
   c->callback([o]() {
     const int rc = run_reproduce_command(*o);
