@@ -119,8 +119,7 @@ int run_pretrain(Model& model, const nr::ModelConfig& config, const PretrainOpti
   }
   nr::TrainCallbacks callbacks;
   callbacks.save = [&](int64_t step) {
-    nr::save_training_state(o.out, model, opt, step);
-    nr::save_model(o.out, model, config, nr_fields);
+    nr::save_checkpoint(o.out, model, config, nr_fields, opt, step);
   };
   // One domain: {"domain", "valid_bpb", "tokens"}; a mixture adds "valid_bpb_by_domain".
   callbacks.eval = [&](int64_t) {

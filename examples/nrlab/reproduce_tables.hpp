@@ -48,8 +48,8 @@ struct Preset {
   std::string model = "nano";        // nr::preset of the backbones
   int64_t pretrain_steps = 300, pretrain_batch = 16;
   double pretrain_lr = 3e-3;
-  int64_t steps = 100, batch = 16;   // every extension run
-  int64_t eval_tokens = 32768;       // bytes of each valid.txt per BPB (0 = all)
+  int64_t steps = 80, batch = 16;    // every extension run
+  int64_t eval_tokens = 16384;       // bytes of each valid.txt per BPB (0 = all)
   int64_t mc_items = 100;            // multiple-choice items per language (tables with tasks)
   std::vector<int> mc_shots = {0};   // shot settings averaged into "tasks"
   int64_t save_every = 50, log_every = 25;
