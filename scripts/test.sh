@@ -84,6 +84,16 @@ release_configured=1
 if ! build_preset release release -DNR_WARNINGS_AS_ERRORS=ON; then
   [[ -f build/CTestTestfile.cmake ]] || release_configured=0
 fi
+# The real-text corpus for tests/test_real_corpus.cpp (cached in cache/corpus; about a minute
+# from Debian's mirrors). Without network the test is skipped with a message saying so.
+corpus=${NR_CORPUS_DIR:-$root/cache/corpus}
+if [[ -x build/bin/nrlab && ! -f $corpus/manifest.json ]]; then
+  step "corpus for the real-text tests ($corpus)"
+  build/bin/nrlab corpus --out "$corpus" >"$tmp/corpus.log" 2>&1 \
+    || { echo "corpus could not be built (see below); test_real_corpus will be skipped"; tail -n 5 "$tmp/corpus.log"; }
+fi
+export NR_CORPUS_DIR=$corpus
+
 if [[ $release_configured -eq 1 ]]; then
   step "release tests"
   run_ctest release --preset release -j"$jobs" --timeout 900
