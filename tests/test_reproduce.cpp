@@ -449,6 +449,30 @@ TEST_CASE("Figure 3 layers and the training curves", "[reproduce][figures]") {
   CHECK(svg.find("Neutral residues") != std::string::npos);
 }
 
+TEST_CASE("legend labels name the method and only the settings that vary", "[reproduce][figures]") {
+  auto labels = run_labels(table_spec("table2").runs);
+  CHECK(labels.at(make_run_id(make_run("en", "fr", "lora", 0.1))) == "lora p0.1");
+  labels = run_labels(table_spec("table3").runs);
+  CHECK(labels.at(make_run_id(make_run("en", "fr", "neutral", 0.1, 1.0, "", "", -1.0, -1.0, 0.05))) == "neutral x0.05");
+  const TableSpec t6 = table_spec("table6");
+  labels = run_labels(t6.runs);
+  CHECK(labels.at(t6.rows[3].cells[0].run) == "sigmoid he a0");
+  CHECK(labels.at(t6.rows[0].cells[0].run) == "adapter he a0");
+  std::set<std::string> distinct;
+  for (const auto& [id, label] : labels) distinct.insert(label);
+  CHECK(distinct.size() == t6.runs.size());
+  for (const std::string& name : table_names()) {
+    const TableSpec t = table_spec(name);
+    std::set<std::string> all;
+    for (const auto& [id, label] : run_labels(t.runs)) {
+      INFO(label);
+      CHECK(label.size() <= 24);  // fits the SVG legend
+      all.insert(label);
+    }
+    CHECK(all.size() == t.runs.size());
+  }
+}
+
 TEST_CASE("presets", "[reproduce]") {
   const Preset q = preset_named("quick"), p = preset_named("paper");
   CHECK(q.model == "nano");

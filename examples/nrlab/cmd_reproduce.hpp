@@ -203,10 +203,11 @@ inline void write_curves(const TableSpec& t, const fs::path& root, const RunnerO
   plot.xlabel = "step";
   plot.ylabel = "loss (nats per byte)";
   plot.width = 900;
+  const std::map<std::string, std::string> labels = run_labels(t.runs);
   for (const RunSpec& r : t.runs) {
     const fs::path log = run_dir(root, r.id) / "train_log.jsonl";
     if (!outcome.results.count(r.id) || !fs::exists(log)) continue;
-    plot.series.push_back(nr::SvgSeries{.label = fmt::format("{} p={} lr={}", method_label(r.method), num(r.p), num(r.lr)),
+    plot.series.push_back(nr::SvgSeries{.label = labels.at(r.id),
                                         .points = loss_curve(nr::read_file(log)), .line = true, .markers = false,
                                         .color = ""});
   }

@@ -699,6 +699,32 @@ inline std::vector<double> spectrum_of(const nr::SafetensorsFile& file, const st
   return nr::normalized_singular_values(file.get(tensor));
 }
 
+// Short legend labels for the runs of a table: the method, then only the settings that differ
+// between the table's runs of that method ("neutral x0.05", "lora lr0.012", "sigmoid he a0 bce1",
+// "adapter ml").
+inline std::map<std::string, std::string> run_labels(const std::vector<RunSpec>& runs) {
+  auto varies = [&](const std::string& method, auto field) {
+    std::set<std::string> values;
+    for (const RunSpec& r : runs)
+      if (method.empty() || r.method == method) values.insert(field(r));
+    return values.size() > 1;
+  };
+  std::map<std::string, std::string> out;
+  for (const RunSpec& r : runs) {
+    const std::string& m = r.method;
+    std::string s = m == "gated-sigmoid" ? "sigmoid" : m;
+    if (varies("", [](const RunSpec& x) { return x.backbone; })) s += " " + r.backbone;
+    if (varies(m, [](const RunSpec& x) { return num(x.p); })) s += " p" + num(r.p);
+    if (varies(m, [](const RunSpec& x) { return num(x.lr); })) s += " lr" + num(r.lr);
+    if (varies(m, [](const RunSpec& x) { return num(x.extra); })) s += " x" + num(r.extra);
+    if (varies(m, [](const RunSpec& x) { return x.init; })) s += r.init == "low-variance" ? " lowvar" : " " + r.init;
+    if (varies(m, [](const RunSpec& x) { return num(x.alpha); })) s += " a" + num(r.alpha);
+    if (varies(m, [](const RunSpec& x) { return num(x.bce_weight); })) s += " bce" + num(r.bce_weight);
+    out[r.id] = s;
+  }
+  return out;
+}
+
 // (step, loss) of a train_log.jsonl, the last record of each step (a resumed run logs again the
 // steps after its checkpoint), smoothed by a trailing mean over `window` steps.
 inline std::vector<std::pair<double, double>> loss_curve(const std::string& jsonl, int window = 10) {
