@@ -2,6 +2,7 @@
 // and reproduce the neutral-residues paper's tables.
 //
 // Every subcommand has --help. Errors print one line naming what is wrong and exit non-zero.
+#include "cmd_bench.hpp"
 #include "cmd_corpus.hpp"
 #include "cmd_eval.hpp"
 #include "cmd_extend.hpp"
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   nrlab::register_eval_command(app);
   nrlab::register_merge_command(app);
   nrlab::register_reproduce_command(app);
+  nrlab::register_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
