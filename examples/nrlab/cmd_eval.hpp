@@ -6,7 +6,8 @@
 //   nrlab eval --checkpoint BACKBONE --adapter DIR ...   backbone + adapter_model.safetensors
 //   nrlab eval --checkpoint OUT --stats                  + per-layer adapter statistics
 // The model type comes from config.json "nr" (or adapter_config.json): a plain backbone,
-// finetune or merged LoRA model, LoRA, or adapters with their gate.
+// finetune or merged LoRA model, LoRA, adapters with their gate, new experts, or a
+// mixture-of-experts backbone (pretrained with --arch moe, perhaps pruned or extended).
 //
 // --stats (adapter methods): the original domain's valid text is evaluated with every
 // sequence flagged original (ForwardContext::original = 1), the new domain's with 0, both with
@@ -14,7 +15,8 @@
 // mean gate and the fraction of tokens whose gate is near zero (|g| < 0.01). A neutral residue
 // should be small on the original domain and large on the new one. The table goes to stderr,
 // stats.json to --stats-out (default: the adapter or checkpoint directory), and the JSON on
-// stdout gets a "stats" key.
+// stdout gets a "stats" key. For new experts beside the FFN (method experts) it reports per
+// layer the router's mean probability of the new experts, 1 - q_0, on each domain instead.
 #pragma once
 
 #include "extension.hpp"
@@ -76,9 +78,10 @@ inline void register_eval_command(CLI::App& app) {
       nlohmann::json stats_json;
       std::map<std::string, int64_t> predicted;
       if (o->stats) {
-        if constexpr (!has_adapters<Model>()) {
-          throw nr::ValueError(fmt::format("--stats needs an adapter model (method adapter, gated-sigmoid or neutral); "
-                                           "this checkpoint is '{}'", nr_fields.value("method", "backbone")));
+        if constexpr (!has_extension_stats<Model>()) {
+          throw nr::ValueError(fmt::format("--stats needs an adapter or new-experts model (method adapter, "
+                                           "gated-sigmoid, neutral or experts); this checkpoint is '{}'",
+                                           nr_fields.value("method", "backbone")));
         } else {
           const std::string new_domain = !o->new_domain.empty() ? o->new_domain : nr_fields.value("new", "");
           const std::string original = !o->original_domain.empty() ? o->original_domain

@@ -1,5 +1,5 @@
 // nrlab/cmd_extend.hpp — `nrlab extend`: teach a pretrained backbone a new domain with one of
-// the five extension methods, on a mixture of the new domain and original-like data.
+// the extension methods (extension.hpp), on a mixture of the new domain and original-like data.
 //
 //   nrlab extend --checkpoint BACKBONE --corpus DIR --new fr --mix en-mix --p 0.1
 //                --method neutral --steps 300 --out OUT
@@ -9,7 +9,7 @@
 // (ForwardContext::original = 1), which is what the local losses of gated adapters read.
 // OUT receives the full extended model (model.safetensors + config.json with the method under
 // "nr"), the extension alone (adapter_model.safetensors + adapter_config.json, not for
-// finetune), the training state (resumable), train_log.jsonl and results.json (BPB of every
+// finetune and migu-finetune), the training state (resumable), train_log.jsonl and results.json (BPB of every
 // domain before and after, the method and every hyper-parameter; with --mc-items, the
 // multiple-choice accuracy of downstream.hpp).
 //
@@ -20,6 +20,8 @@
 #include <chrono>
 
 #include <fmt/ranges.h>
+
+#include <nr/ext/insert_experts.hpp>
 
 #include "downstream.hpp"
 #include "extension.hpp"
@@ -69,8 +71,8 @@ inline void check_resumable(const fs::path& out, const nlohmann::json& fields) {
   if (!fs::exists(file)) return;
   const nr::ConfigJsonDocument doc = nr::load_config_json_document(file);
   const nlohmann::json saved = doc.json.value("nr", nlohmann::json::object());
-  for (const char* key : {"method", "gate", "site", "hidden", "rank", "lora_targets", "alpha", "bce_weight", "new", "mix",
-                          "p", "backbone"}) {
+  for (const char* key : {"method", "gate", "site", "hidden", "rank", "lora_targets", "alpha", "bce_weight", "experts",
+                          "top_k", "route_reg", "concentration", "migu_threshold", "new", "mix", "p", "backbone"}) {
     const nlohmann::json a = saved.value(key, nlohmann::json()), b = fields.value(key, nlohmann::json());
     if (a != b)
       throw nr::ValueError(fmt::format("{} holds a run with {} = {}, not {}: choose another --out or the same options",
@@ -103,9 +105,26 @@ inline void print_bpb_table(const nlohmann::json& before, const nlohmann::json& 
   fmt::print(stderr, "{}", s);
 }
 
+// A one-line description of the method's settings for the start-up line.
+inline std::string describe_spec(const ExtensionSpec& spec) {
+  std::string s;
+  if (spec.is_adapter())
+    s = fmt::format(" (gate {}, init {}, hidden {}, site {}, alpha {}, bce {})", spec.gate, spec.init, spec.hidden,
+                    spec.site, spec.alpha, spec.bce_weight);
+  else if (spec.is_lora())
+    s = fmt::format(" (rank {}, alpha {}, targets {})", spec.rank, spec.lora_alpha, join_list(spec.lora_targets));
+  else if (spec.is_experts())
+    s = fmt::format(" ({} new experts per layer of width {}, top-{}, routing regularisation {}{})", spec.experts,
+                    spec.hidden, spec.top_k, spec.route_reg,
+                    spec.concentration > 0.0 ? fmt::format(", concentration {}", spec.concentration) : std::string());
+  if (spec.is_migu()) s += fmt::format(" (MIGU: update masked on a fraction T = {} of each weight's rows)", spec.migu_threshold);
+  return s;
+}
+
 template <class Model>
 int run_extend(Model& model, const nr::ModelConfig& config, const ExtensionSpec& spec, const ExtendOptions& o,
-               const std::string& original_domain, nlohmann::json* results_out = nullptr) {
+               const std::string& original_domain, nlohmann::json* results_out = nullptr,
+               const nlohmann::json& model_fields = nlohmann::json::object()) {
   const fs::path out = o.out;
   // Backbone weights into the extended model; the extension keeps its fresh initialisation.
   const int64_t backbone_params = [&] {
@@ -117,7 +136,7 @@ int run_extend(Model& model, const nr::ModelConfig& config, const ExtensionSpec&
   }();
   nr::load_backbone(o.checkpoint, model);
   const int64_t new_params = nr::count_parameters(model) - backbone_params;
-  if (spec.method != "finetune") nr::freeze_backbone(model);
+  if (!spec.is_full()) nr::freeze_backbone(model);
   const int64_t trainable = nr::count_parameters(model, true);
   const double extra_fraction = static_cast<double>(new_params) / static_cast<double>(backbone_params);
 
@@ -150,10 +169,17 @@ int run_extend(Model& model, const nr::ModelConfig& config, const ExtensionSpec&
 
   const double lr = o.lr > 0.0 ? o.lr : default_lr(spec.method);
   const int64_t warmup = default_warmup(o.warmup, o.steps);
-  const nlohmann::json fields = extend_fields(o, spec, lr, warmup, original_domain);
+  nlohmann::json fields = extend_fields(o, spec, lr, warmup, original_domain);
+  fields.update(model_fields);  // a MoE backbone's architecture (moe_backbone.hpp)
   nr::AdamW opt(nr::named_parameters(model),
                 nr::AdamWConfig{.lr = lr, .beta1 = 0.9, .beta2 = 0.95, .weight_decay = o.weight_decay});
   check_resumable(out, fields);
+  // MIGU: the layers record their output magnitudes in the forward pass; before every optimizer
+  // step the mask keeps the update of the top (1 - T) rows of each weight only.
+  if constexpr (is_migu_model<Model>()) {
+    const nr::MiguMask migu(model, spec.migu_config());
+    migu.attach(opt);  // the hook shares the mask's state and outlives this object
+  }
 
   nr::TrainLoopOptions loop;
   loop.label = o.label.empty() ? fmt::format("extend {}", spec.method) : o.label;
@@ -175,22 +201,17 @@ int run_extend(Model& model, const nr::ModelConfig& config, const ExtensionSpec&
   fmt::print(stderr,
              "[extend] method {}{}: backbone {} parameters, new {} ({:.2f}% of the backbone), trainable {}; "
              "lr {:.2e}; {} x {} tokens per step; new '{}' {:.0f}% + mix '{}' {:.0f}%; {} threads\n",
-             spec.method, spec.is_adapter() ? fmt::format(" (gate {}, init {}, hidden {}, site {}, alpha {}, bce {})",
-                                                          spec.gate, spec.init, spec.hidden, spec.site, spec.alpha,
-                                                          spec.bce_weight)
-                                            : spec.is_lora() ? fmt::format(" (rank {}, alpha {}, targets {})", spec.rank,
-                                                                           spec.lora_alpha, join_list(spec.lora_targets))
-                                                             : std::string(),
+             spec.method, describe_spec(spec),
              backbone_params, new_params, 100.0 * extra_fraction, trainable, lr, o.batch, ctx, o.new_domain,
              100.0 * (1.0 - o.p), o.mix, 100.0 * o.p, nr::num_threads());
 
   // adapter_config.json: PEFT's fields only for LoRA (PEFT refuses unknown keys in older
   // versions); nr's adapters also record the training settings, which `eval --stats` reads.
   nlohmann::json adapter_config = spec.adapter_file_config(o.checkpoint);
-  if (spec.is_adapter()) adapter_config.update(fields);
+  if (spec.is_adapter() || spec.is_experts()) adapter_config.update(fields);
   auto save = [&](int64_t step) {
     nr::save_checkpoint(out, model, config, fields, opt, step, {{"method", spec.method}}, [&] {
-      if (spec.method != "finetune") nr::save_adapter_file(out, model, adapter_config);
+      if (!spec.is_full()) nr::save_adapter_file(out, model, adapter_config);
     });
   };
   auto evaluate = [&](nlohmann::json* stats) {
@@ -210,10 +231,10 @@ int run_extend(Model& model, const nr::ModelConfig& config, const ExtensionSpec&
 
   nr::TrainCallbacks callbacks;
   callbacks.save = save;
-  // The final evaluation also collects the adapter statistics (same forward passes).
+  // The final evaluation also collects the adapter / new-expert statistics (same forward passes).
   nlohmann::json final_stats;
   callbacks.eval = [&](int64_t step) {
-    return evaluate(has_adapters<Model>() && step == o.steps ? &final_stats : nullptr);
+    return evaluate(has_extension_stats<Model>() && step == o.steps ? &final_stats : nullptr);
   };
   install_stop_handlers();
   const nr::TrainOutcome run = nr::train(model, opt, sampler, loop, callbacks);
@@ -254,6 +275,51 @@ int run_extend(Model& model, const nr::ModelConfig& config, const ExtensionSpec&
   return 0;
 }
 
+// `--method experts` on a mixture-of-experts backbone: E' new experts of the old experts' width
+// are inserted into every expert layer (ModuleFormer Section 4.3, ext/insert_experts.hpp), with
+// extra slots: each token keeps its k old experts exactly as routed before and also goes to its
+// top k' new experts, weighted by their probability in softmax([A; A'] gelu(W x)) (Eq. 9). The
+// old experts, the router's W and A stay frozen; the new experts and A' train, A' under the
+// routing regularisation of Eq. 10; --concentration-weight adds the load-concentration loss of
+// Eq. 8. E' defaults to what --extra pays for: per layer a new expert costs 3 C h + D_emb.
+inline int extend_moe_backbone(ExtensionSpec spec, const nr::ModelConfig& config, const nlohmann::json& backbone_nr,
+                               const ExtendOptions& o, const std::string& original_domain, nlohmann::json* results) {
+  spec.resolve_defaults();
+  if (!spec.is_experts())
+    throw nr::ValueError(fmt::format("{} is a mixture-of-experts backbone: extend it with --method experts (new experts "
+                                     "inserted into its expert layers), not '{}'", o.checkpoint, spec.method));
+  const std::string source = (fs::path(o.checkpoint) / nr::config_file_name).string();
+  MoeArch arch = moe_arch_of(backbone_nr, config, source);
+  if (arch.moe.new_experts.count > 0)
+    throw nr::ValueError(fmt::format("{} already holds inserted experts; extend the backbone it was trained from",
+                                     o.checkpoint));
+  arch.moe.mi_weight = 0.0;  // the pretraining loss; fine-tuning uses load concentration
+  arch.moe.concentration_weight = spec.concentration;
+  return with_moe_model(config, arch.moe, arch.attention, o.seed, [&](auto& model) {
+    const auto& mlp = model.layers.front().mlp;
+    const int64_t h = mlp.hidden();
+    if (spec.hidden > 0 && spec.hidden != h)
+      throw nr::ValueError(fmt::format("--hidden {}: experts inserted into a mixture-of-experts layer have the width of "
+                                       "its experts, {}", spec.hidden, h));
+    spec.hidden = h;
+    if (spec.experts <= 0) {
+      nr::check_extra_fraction(spec.extra);
+      const double per_expert = 3.0 * static_cast<double>(config.hidden_size * h) +
+                                static_cast<double>(mlp.router.feature_width());
+      const double budget = spec.extra * static_cast<double>(nr::count_parameters(model)) /
+                            static_cast<double>(config.num_hidden_layers);
+      spec.experts = std::max<int64_t>(1, std::llround(budget / per_expert));
+    }
+    if (spec.top_k > spec.experts)
+      throw nr::ValueError(fmt::format("--top-k {} exceeds the {} new experts", spec.top_k, spec.experts));
+    const nr::NewExpertsConfig cfg{.count = spec.experts, .routing = nr::NewExpertRouting::extra_slots,
+                                   .top_k = spec.top_k, .routing_reg_weight = spec.route_reg};
+    nr::Rng rng(o.seed * 0x9E3779B97F4A7C15ull + 0xE8);
+    nr::insert_experts(model, arch.moe, cfg, rng);
+    return run_extend(model, config, spec, o, original_domain, results, moe_fields(arch.attention, arch.moe, config));
+  });
+}
+
 // Runs one extension (what `nrlab extend` does): returns 0 when the run is complete, with
 // results.json's content in *results when given, or 128 + the signal when SIGINT / SIGTERM
 // stopped it (the same call resumes it). Errors are thrown as nr::Error.
@@ -270,6 +336,7 @@ inline int run_extend_command(ExtendOptions o, nlohmann::json* results = nullptr
   if (o.new_domain == o.mix && o.p > 0.0)
     throw nr::ValueError(fmt::format("--new and --mix are both '{}'", o.new_domain));
   ExtensionSpec spec = o.spec;
+  if (is_moe_checkpoint(backbone_nr)) return extend_moe_backbone(spec, doc.config, backbone_nr, o, original_domain, results);
   return with_extended_model(spec, doc.config, o.seed, [&](auto& model) {
     return run_extend(model, doc.config, spec, o, original_domain, results);
   });
@@ -278,7 +345,7 @@ inline int run_extend_command(ExtendOptions o, nlohmann::json* results = nullptr
 inline void register_extend_command(CLI::App& app) {
   auto o = std::make_shared<ExtendOptions>();
   CLI::App* c = app.add_subcommand("extend", "Extend a pretrained backbone to a new domain (finetune, LoRA, adapters, "
-                                             "gated adapters, neutral residues)");
+                                             "gated adapters, neutral residues, new experts, MIGU)");
   c->add_option("--checkpoint", o->checkpoint, "Backbone checkpoint directory (nrlab pretrain's --out)")->required();
   c->add_option("--corpus", o->corpus, "Corpus directory")->required();
   c->add_option("--new", o->new_domain, "The new domain to learn (e.g. fr)")->required();
@@ -286,7 +353,7 @@ inline void register_extend_command(CLI::App& app) {
   c->add_option("--p", o->p, "Proportion of mix-domain sequences (0 = new data only)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.999));
-  c->add_option("--method", o->spec.method, "finetune, lora, adapter, gated-sigmoid or neutral")
+  c->add_option("--method", o->spec.method, join_list(method_names()))
       ->capture_default_str()
       ->check(CLI::IsMember(method_names()));
   c->add_option("--gate", o->spec.gate, "Adapter gate: elu, sigmoid, none (default: the method's)")
@@ -305,16 +372,35 @@ inline void register_extend_command(CLI::App& app) {
                 fmt::format("Weight of the sigmoid gate's classifier loss (default: {} for gated-sigmoid, 0 otherwise)",
                             default_sigmoid_bce))
       ->check(CLI::NonNegativeNumber);
-  c->add_option("--extra", o->spec.extra, "New parameters as a fraction of the backbone's (sizes adapters and LoRA)")
+  c->add_option("--extra", o->spec.extra, "New parameters as a fraction of the backbone's (sizes adapters, LoRA and new experts)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  c->add_option("--hidden", o->spec.hidden, "Adapter width (default: from --extra)")->check(CLI::PositiveNumber);
+  c->add_option("--hidden", o->spec.hidden, "Adapter width, or each new expert's width (default: from --extra)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--experts", o->spec.experts,
+                fmt::format("experts: new experts per layer E' (default {} beside a dense FFN; from --extra on a "
+                            "mixture-of-experts backbone)", default_new_experts))
+      ->check(CLI::PositiveNumber);
+  c->add_option("--top-k", o->spec.top_k, fmt::format("experts: new experts per token k' (default {})", default_new_top_k))
+      ->check(CLI::PositiveNumber);
+  c->add_option("--route-reg", o->spec.route_reg,
+                fmt::format("experts: routing regularisation lambda ||A'||^2 (ModuleFormer Eq. 10; default {})",
+                            default_route_reg))
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--concentration-weight", o->spec.concentration,
+                "experts on a mixture-of-experts backbone: load-concentration loss weight (ModuleFormer Eq. 8)")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--migu-threshold", o->spec.migu_threshold,
+                fmt::format("migu-finetune, migu-lora: fraction T of each weight's rows whose update is masked "
+                            "(default {})", default_migu_threshold))
+      ->check(CLI::Range(0.0, 1.0));
   c->add_option("--rank", o->spec.rank, "LoRA rank (default: from --extra)")->check(CLI::PositiveNumber);
   c->add_option("--lora-alpha", o->spec.lora_alpha, "LoRA alpha; scaling = alpha / rank (default: 2 * rank)")
       ->check(CLI::PositiveNumber);
   c->add_option("--lora-targets", o->lora_targets, "Comma-separated projections carrying LoRA")->capture_default_str();
   c->add_option("--lr", o->lr,
-                fmt::format("Peak learning rate (default: {:.0e} finetune, {:.0e} lora, {:.0e} adapter methods)",
+                fmt::format("Peak learning rate (default: {:.0e} finetune and migu-finetune, {:.0e} lora and "
+                            "migu-lora, {:.0e} adapter methods and experts)",
                             default_lr("finetune"), default_lr("lora"), default_lr("neutral")))
       ->check(CLI::PositiveNumber);
   c->add_option("--steps", o->steps, "Optimisation steps")->capture_default_str()->check(CLI::PositiveNumber);

@@ -53,7 +53,7 @@ inline void register_merge_command(CLI::App& app) {
       throw nr::ValueError(fmt::format("--out {} would overwrite the input; choose another directory", o->out));
     with_loaded_model(o->checkpoint, o->adapter, [&](auto& model, const LoadedInfo& info) {
       using Model = std::decay_t<decltype(model)>;
-      if constexpr (!std::is_same_v<Model, nr::LoraLlama>) {
+      if constexpr (!std::is_same_v<Model, nr::LoraLlama> && !std::is_same_v<Model, nr::MiguLoraLlama>) {
         throw nr::ValueError(fmt::format("{} is not a LoRA model (method '{}'); only LoRA merges into the backbone",
                                          o->adapter.empty() ? o->checkpoint : o->adapter,
                                          info.nr_fields.value("method", info.nr_fields.value("peft_type", "backbone"))));

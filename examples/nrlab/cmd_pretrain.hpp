@@ -9,13 +9,21 @@
 // of largest weight is recorded as the backbone's original domain (config.json "nr".domain;
 // the whole mixture under "nr".mixture), which `nrlab extend` reads. The validation BPB is
 // measured on every domain of the mixture. A finished run writes OUT/results.json.
+//
+//   nrlab pretrain --corpus DIR --out MOE --arch moe --attention stick-breaking --experts 8 --top-k 2
+// pretrains a mixture-of-experts backbone (moe_backbone.hpp): every FFN a sparse mixture of E
+// SiLU experts, top k per token, with ModuleFormer's mutual-information load-balancing loss
+// (Eq. 6-7, weight --mi-weight) added to the LM loss; the attention is softmax with RoPE or
+// stick-breaking (Section 3.2).
 #pragma once
 
 #include <cmath>
+#include <map>
 #include <sstream>
 #include <utility>
 
 #include "common.hpp"
+#include "moe_backbone.hpp"
 
 namespace nrlab {
 
@@ -60,6 +68,28 @@ inline std::string main_domain(const std::vector<std::pair<std::string, double>>
   return mixture[best].first;
 }
 
+// Mean LM loss of the first and of the last `n` steps of a train_log.jsonl (a resumed run logs
+// some steps twice: the last record of a step counts). NaN when the log holds no step.
+inline std::pair<double, double> loss_ends(const fs::path& log_file, size_t n) {
+  std::map<int64_t, double> by_step;
+  std::istringstream lines(fs::exists(log_file) ? nr::read_file(log_file) : std::string());
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("loss") && j["loss"].is_number() && j.contains("step") && j["step"].is_number_integer())
+      by_step[j["step"].get<int64_t>()] = j["loss"].get<double>();
+  }
+  if (by_step.empty()) return {std::nan(""), std::nan("")};
+  std::vector<double> v;
+  for (const auto& [step, loss] : by_step) v.push_back(loss);
+  const size_t k = std::min(n, v.size());
+  double a = 0.0, b = 0.0;
+  for (size_t i = 0; i < k; ++i) {
+    a += v[i];
+    b += v[v.size() - 1 - i];
+  }
+  return {a / static_cast<double>(k), b / static_cast<double>(k)};
+}
+
 struct PretrainOptions {
   std::string corpus, domain = "en", preset = "nano", out;
   int64_t steps = 300, batch = 16, ctx = 0, warmup = -1, log_every = 10, save_every = 100, eval_every = 0,
@@ -71,10 +101,15 @@ struct PretrainOptions {
   int threads = 0;
   std::string label;        // progress-line label (default "pretrain")
   bool print_json = true;   // print the final evaluation on stdout
+  // Architecture: dense (Llama) or moe (moe_backbone.hpp).
+  std::string arch = "dense", attention = "softmax";
+  int64_t experts = 8, top_k = 2, expert_hidden = 0;
+  double mi_weight = 0.01;  // Eq. 7 load balancing (moe)
 };
 
 template <class Model>
-int run_pretrain(Model& model, const nr::ModelConfig& config, const PretrainOptions& o, nlohmann::json* results_out) {
+int run_pretrain(Model& model, const nr::ModelConfig& config, const PretrainOptions& o, nlohmann::json* results_out,
+                 const nlohmann::json& model_fields = nlohmann::json::object()) {
   const std::vector<std::pair<std::string, double>> mixture = parse_domain_mixture(o.domain);
   const std::string original = main_domain(mixture);
   // Token vectors first (the sampler points into them), then the sampler.
@@ -112,6 +147,7 @@ int run_pretrain(Model& model, const nr::ModelConfig& config, const PretrainOpti
   loop.log = &log;
 
   nlohmann::json nr_fields = {{"method", "backbone"}, {"domain", original}, {"seed", o.seed}};
+  nr_fields.update(model_fields);
   if (mixture.size() > 1) {
     nlohmann::json m = nlohmann::json::object();
     for (const auto& [name, w] : mixture) m[name] = w;
@@ -148,7 +184,12 @@ int run_pretrain(Model& model, const nr::ModelConfig& config, const PretrainOpti
   nlohmann::json record = result;
   record.update({{"preset", o.preset}, {"domain", original}, {"mixture", nr_fields.value("mixture", nlohmann::json())},
                  {"batch", o.batch}, {"ctx", ctx}, {"lr", o.lr}, {"seed", o.seed},
-                 {"parameters", nr::count_parameters(model)}, {"eval_tokens", o.eval_tokens}});
+                 {"parameters", nr::count_parameters(model)}, {"eval_tokens", o.eval_tokens},
+                 {"arch", nr_fields.value("arch", "dense")}, {"final_loss", run.last_loss}});
+  const auto [first, last] = loss_ends(fs::path(o.out) / "train_log.jsonl", 10);
+  record["loss_first_steps"] = first;  // mean LM loss of the first 10 steps
+  record["loss_last_steps"] = last;    // and of the last 10
+  if (nr_fields.contains("moe")) record.update({{"attention", nr_fields["attention"]}, {"moe", nr_fields["moe"]}});
   if (run.end_step > run.start_step) {
     record["train_seconds"] = run.train_seconds;
     record["wall_seconds"] = run.seconds;
@@ -171,7 +212,23 @@ inline int run_pretrain_command(const PretrainOptions& o, nlohmann::json* result
         saved.max_position_embeddings != config.max_position_embeddings)
       throw nr::ValueError(fmt::format("{} holds a checkpoint of another model size; choose another --out or the same --preset",
                                        o.out));
+    const nr::ConfigJsonDocument doc = nr::load_config_json_document(fs::path(o.out) / nr::config_file_name);
+    const nlohmann::json saved_nr = doc.json.value("nr", nlohmann::json::object());
+    const std::string saved_arch = saved_nr.is_object() ? saved_nr.value("arch", "dense") : "dense";
+    if (saved_arch != o.arch)
+      throw nr::ValueError(fmt::format("{} holds a checkpoint of architecture '{}', not '{}'; choose another --out or "
+                                       "the same --arch", o.out, saved_arch, o.arch));
   }
+  if (o.arch == "moe") {
+    const nr::MoeConfig moe{.num_experts = o.experts, .top_k = o.top_k, .expert_hidden = o.expert_hidden,
+                            .mi_weight = o.mi_weight};
+    const nlohmann::json fields = moe_fields(o.attention, moe, config);  // validates
+    return with_moe_model(config, moe, o.attention, o.seed,
+                          [&](auto& model) { return run_pretrain(model, config, o, results, fields); });
+  }
+  if (o.arch != "dense") throw nr::ValueError(fmt::format("unknown --arch '{}' (dense, moe)", o.arch));
+  if (o.attention != "softmax")
+    throw nr::ValueError(fmt::format("--attention {} needs --arch moe (the dense backbone is a Llama)", o.attention));
   return with_model(config, o.seed, [&](auto& model) { return run_pretrain(model, config, o, results); });
 }
 
@@ -201,6 +258,21 @@ inline void register_pretrain_command(CLI::App& app) {
   c->add_option("--eval-every", o->eval_every, "Validation BPB every N steps (0 = only at the end)")->capture_default_str();
   c->add_option("--eval-tokens", o->eval_tokens, "Validation bytes for the BPB (0 = all)")->capture_default_str();
   c->add_option("--out", o->out, "Checkpoint directory (resumes when it holds a training state)")->required();
+  c->add_option("--arch", o->arch, "dense (Llama) or moe (every FFN a sparse mixture of experts)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"dense", "moe"}));
+  c->add_option("--attention", o->attention, "moe: softmax (with RoPE) or stick-breaking attention")
+      ->capture_default_str()
+      ->check(CLI::IsMember(attention_names()));
+  c->add_option("--experts", o->experts, "moe: experts per layer E")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--top-k", o->top_k, "moe: experts per token k")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--expert-hidden", o->expert_hidden, "moe: hidden width of each expert (0: intermediate_size / k)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--mi-weight", o->mi_weight,
+                "moe: weight of the mutual-information load-balancing loss H(e|x) - H(e) (ModuleFormer Eq. 6-7)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   c->callback([o]() {
     const int rc = run_pretrain_command(*o);
     if (rc != 0) throw CLI::RuntimeError(rc);

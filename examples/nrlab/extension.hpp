@@ -1,4 +1,4 @@
-// nrlab/extension.hpp — the five extension methods as run-time choices over compile-time types.
+// nrlab/extension.hpp — the extension methods as run-time choices over compile-time types.
 //
 //   method          model type                      trainable          local loss
 //   finetune        nr::Llama                       every weight       -
@@ -6,6 +6,15 @@
 //   adapter         nr::AdapterLlama<NoGate>        adapters           (l1 with --alpha)
 //   gated-sigmoid   nr::AdapterLlama<SigmoidGate>   adapters + gate    BCE gate classifier
 //   neutral         nr::AdapterLlama<EluGate>       adapters + gate    l1 on original data
+//   experts         nr::NewExpertsLlama             new experts +      routing regularisation
+//                                                   their router       lambda ||A'||_F^2 (Eq. 10)
+//   migu-finetune   nr::MiguLlama + MiguMask        every weight,      -
+//                                                   top (1-T) rows
+//   migu-lora       nr::MiguLoraLlama + enable_lora lora_A, lora_B,    -
+//                   + MiguMask                      top (1-T) rows
+// `experts` over a mixture-of-experts backbone (config.json "nr" -> "moe", nrlab pretrain
+// --arch moe) inserts the new experts into the backbone's own expert layers instead
+// (ext/insert_experts.hpp, moe_backbone.hpp).
 // --gate overrides the gate of the three adapter methods (the ablations of the paper's Table 6).
 // An ExtensionSpec is what config.json's "nr" key and adapter_config.json record, so that
 // `nrlab eval` and `nrlab merge` rebuild the same type. The per-method defaults (learning rate,
@@ -24,22 +33,31 @@
 #include <nr/ext/backbone.hpp>
 #include <nr/ext/budget.hpp>
 #include <nr/ext/lora.hpp>
+#include <nr/ext/new_experts.hpp>
+#include <nr/optim/gradient_mask.hpp>
 
 #include "common.hpp"
+#include "moe_backbone.hpp"
 
 namespace nrlab {
 
 // Defaults of `nrlab extend`, per method (docs/methods.md explains how they were chosen).
 inline double default_lr(const std::string& method) {
   if (method == "finetune") return 1e-3;
-  if (method == "lora") return 3e-3;
-  return 5e-3;  // adapter, gated-sigmoid, neutral
+  if (method == "lora" || method == "migu-lora") return 3e-3;
+  if (method == "migu-finetune") return 1e-3;
+  return 5e-3;  // adapter, gated-sigmoid, neutral, experts
 }
 inline constexpr double default_neutral_alpha = 1.0;  // l1 weight of neutral residues
 inline constexpr double default_sigmoid_bce = 1.0;    // BCE weight of gated-sigmoid
+inline constexpr int64_t default_new_experts = 4;     // E' of the experts method
+inline constexpr int64_t default_new_top_k = 1;       // k' of the experts method
+inline constexpr double default_route_reg = 0.01;     // lambda of Eq. 10
+inline constexpr double default_migu_threshold = 0.7; // T of MIGU (the paper's best setting)
 
 inline const std::vector<std::string>& method_names() {
-  static const std::vector<std::string> m = {"finetune", "lora", "adapter", "gated-sigmoid", "neutral"};
+  static const std::vector<std::string> m = {"finetune", "lora",    "adapter",       "gated-sigmoid",
+                                             "neutral",  "experts", "migu-finetune", "migu-lora"};
   return m;
 }
 
@@ -70,22 +88,50 @@ struct ExtensionSpec {
   int64_t rank = 0;              // 0: from `extra`
   double lora_alpha = 0.0;       // 0: 2 * rank (scaling 2)
   std::vector<std::string> lora_targets = {"gate_proj", "up_proj", "down_proj"};
+  // Experts. `hidden` is the width of each new expert (0: from `extra`).
+  int64_t experts = 0;           // E', new experts per layer (0: default, or from `extra` on a MoE backbone)
+  int64_t top_k = 0;             // k', new experts per token (0: default)
+  double route_reg = -1.0;       // lambda of the routing regularisation, Eq. 10
+  double concentration = 0.0;    // load-concentration weight, Eq. 8 (MoE backbones)
+  // MIGU: the fraction T of each weight's rows whose update is masked.
+  double migu_threshold = -1.0;
   // Capacity budget: new parameters / backbone parameters.
   double extra = 0.2;
 
-  bool is_lora() const { return method == "lora"; }
+  bool is_lora() const { return method == "lora" || method == "migu-lora"; }
   bool is_adapter() const { return method == "adapter" || method == "gated-sigmoid" || method == "neutral"; }
+  bool is_experts() const { return method == "experts"; }
+  bool is_migu() const { return method == "migu-finetune" || method == "migu-lora"; }
+  // Methods that train every backbone weight (nothing is frozen).
+  bool is_full() const { return method == "finetune" || method == "migu-finetune"; }
 
   // Fills the per-method defaults and checks the combination (idempotent).
   void resolve_defaults() {
     if (std::find(method_names().begin(), method_names().end(), method) == method_names().end())
-      throw nr::ValueError(fmt::format("unknown method '{}' (finetune, lora, adapter, gated-sigmoid, neutral)", method));
+      throw nr::ValueError(fmt::format("unknown method '{}' ({})", method, join_list(method_names())));
     if (!is_lora() && (rank > 0 || lora_alpha > 0.0))
-      throw nr::ValueError(fmt::format("--rank and --lora-alpha apply to the lora method, not to '{}'", method));
+      throw nr::ValueError(fmt::format("--rank and --lora-alpha apply to the lora methods, not to '{}'", method));
+    if (!is_experts() && (experts > 0 || top_k > 0 || route_reg >= 0.0 || concentration > 0.0))
+      throw nr::ValueError(fmt::format("--experts, --top-k, --route-reg and --concentration-weight apply to the "
+                                       "experts method, not to '{}'", method));
+    if (!is_migu() && migu_threshold >= 0.0)
+      throw nr::ValueError(fmt::format("--migu-threshold applies to migu-finetune and migu-lora, not to '{}'", method));
+    if (is_migu()) {
+      if (migu_threshold < 0.0) migu_threshold = default_migu_threshold;
+      if (migu_threshold > 1.0)
+        throw nr::ValueError(fmt::format("--migu-threshold must be in [0, 1], got {}", migu_threshold));
+    }
+    if (is_experts()) {
+      if (top_k <= 0) top_k = default_new_top_k;
+      if (route_reg < 0.0) route_reg = default_route_reg;
+      if (experts > 0 && top_k > experts)
+        throw nr::ValueError(fmt::format("--top-k {} exceeds --experts {}", top_k, experts));
+    }
     if (!is_adapter()) {
-      if (!gate.empty() || !init.empty() || alpha > 0.0 || bce_weight > 0.0 || hidden > 0)
+      if (!gate.empty() || !init.empty() || alpha > 0.0 || bce_weight > 0.0 || (hidden > 0 && !is_experts()))
         throw nr::ValueError(fmt::format("--gate, --init, --alpha, --bce-weight and --hidden apply to the adapter "
-                                         "methods (adapter, gated-sigmoid, neutral), not to '{}'", method));
+                                         "methods (adapter, gated-sigmoid, neutral; --hidden also to experts), not "
+                                         "to '{}'", method));
       gate.clear();
       init.clear();
       alpha = 0.0;
@@ -112,6 +158,11 @@ struct ExtensionSpec {
   nr::LoraConfig lora_config() const {
     return nr::LoraConfig{.rank = rank, .alpha = lora_alpha, .targets = lora_targets};
   }
+  nr::NewExpertsAdapterConfig new_experts_config() const {
+    return nr::NewExpertsAdapterConfig{.num_experts = experts, .top_k = top_k, .hidden = hidden,
+                                       .routing_reg_weight = route_reg};
+  }
+  nr::MiguConfig migu_config() const { return nr::MiguConfig{.threshold = migu_threshold}; }
 
   // The fields that define the model and its losses (config.json "nr", adapter_config.json).
   nlohmann::json to_json() const {
@@ -129,7 +180,15 @@ struct ExtensionSpec {
       j["lora_alpha"] = lora_alpha;
       j["lora_targets"] = lora_targets;
       j["extra"] = extra;
+    } else if (is_experts()) {
+      j["experts"] = experts;
+      j["top_k"] = top_k;
+      j["hidden"] = hidden;
+      j["route_reg"] = route_reg;
+      j["concentration"] = concentration;
+      j["extra"] = extra;
     }
+    if (is_migu()) j["migu_threshold"] = migu_threshold;
     return j;
   }
 
@@ -158,7 +217,17 @@ struct ExtensionSpec {
       get("lora_alpha", s.lora_alpha);
       get("lora_targets", s.lora_targets);
       if (s.rank < 1) throw nr::IoError(fmt::format("{}: \"rank\" must be positive, got {}", source, s.rank));
+    } else if (s.is_experts()) {
+      get("experts", s.experts);
+      get("top_k", s.top_k);
+      get("hidden", s.hidden);
+      get("route_reg", s.route_reg);
+      get("concentration", s.concentration);
+      if (s.experts < 1 || s.top_k < 1 || s.hidden < 1)
+        throw nr::IoError(fmt::format("{}: \"experts\", \"top_k\" and \"hidden\" must be positive, got {}, {}, {}",
+                                      source, s.experts, s.top_k, s.hidden));
     }
+    if (s.is_migu()) get("migu_threshold", s.migu_threshold);
     if (j.contains("extra") && j["extra"].is_number()) s.extra = j["extra"].get<double>();
     try {
       s.resolve_defaults();
@@ -208,7 +277,39 @@ int with_adapter_model(ExtensionSpec& spec, const nr::ModelConfig& config, uint6
   return f(model);
 }
 
+template <class LoraModel, class F>
+int with_lora_model(ExtensionSpec& spec, const nr::ModelConfig& config, uint64_t seed, F&& f) {
+  LoraModel model(config, seed);
+  if (spec.rank <= 0) {
+    nr::LoraConfig probe = spec.lora_config();
+    probe.rank = 1;
+    probe.validate();
+    spec.rank = nr::lora_rank_for_budget(spec.extra, nr::count_parameters(model), nr::lora_params_per_rank(model, probe));
+  }
+  if (spec.lora_alpha <= 0.0) spec.lora_alpha = 2.0 * static_cast<double>(spec.rank);
+  nr::Rng rng(seed * 0x9E3779B97F4A7C15ull + 0x10);
+  nr::enable_lora(model, spec.lora_config(), rng);
+  return f(model);
+}
+
 }  // namespace detail
+
+// Width h of each of the E' new experts beside a dense FFN so that the new parameters (per
+// layer: norm C, router D_emb C + (1 + E') D_emb, experts E' 3 C h) make `extra` of the backbone.
+inline int64_t new_expert_hidden_for_budget(double extra, int64_t backbone_params, const nr::ModelConfig& c,
+                                            nr::NewExpertsAdapterConfig cfg) {
+  nr::check_extra_fraction(extra);
+  const double C = static_cast<double>(c.hidden_size);
+  cfg.hidden = 0;
+  const double fixed = static_cast<double>(nr::NewExperts<>::parameter_count(c.hidden_size, cfg));
+  const double per_layer = extra * static_cast<double>(backbone_params) / static_cast<double>(c.num_hidden_layers);
+  const int64_t h = std::llround((per_layer - fixed) / (3.0 * C * static_cast<double>(cfg.num_experts)));
+  if (h < 1)
+    throw nr::ValueError(fmt::format("--extra {} leaves no hidden unit for {} new experts per layer (their router and "
+                                     "norm alone take {} parameters per layer); raise --extra or lower --experts",
+                                     extra, cfg.num_experts, static_cast<int64_t>(fixed)));
+  return h;
+}
 
 // Builds the model type of `spec` over a backbone of `config` (random backbone weights from
 // `seed`: load the real ones next), sizes the extension from spec.extra where spec.hidden /
@@ -224,19 +325,23 @@ int with_extended_model(ExtensionSpec& spec, const nr::ModelConfig& config, uint
     nr::Llama model(config, seed);
     return f(model);
   }
-  if (spec.is_lora()) {
-    nr::LoraLlama model(config, seed);
-    if (spec.rank <= 0) {
-      nr::LoraConfig probe = spec.lora_config();
-      probe.rank = 1;
-      probe.validate();
-      spec.rank = nr::lora_rank_for_budget(spec.extra, nr::count_parameters(model), nr::lora_params_per_rank(model, probe));
-    }
-    if (spec.lora_alpha <= 0.0) spec.lora_alpha = 2.0 * static_cast<double>(spec.rank);
-    nr::Rng rng(seed * 0x9E3779B97F4A7C15ull + 0x10);
-    nr::enable_lora(model, spec.lora_config(), rng);
+  if (spec.method == "migu-finetune") {
+    nr::MiguLlama model(config, seed);
     return f(model);
   }
+  if (spec.is_experts()) {
+    nr::NewExpertsLlama<> model(config, seed);
+    if (spec.experts <= 0) spec.experts = default_new_experts;
+    if (spec.top_k > spec.experts)
+      throw nr::ValueError(fmt::format("--top-k {} exceeds --experts {}", spec.top_k, spec.experts));
+    if (spec.hidden <= 0)
+      spec.hidden = new_expert_hidden_for_budget(spec.extra, nr::count_parameters(model), config, spec.new_experts_config());
+    nr::Rng rng(seed * 0x9E3779B97F4A7C15ull + 0xE7);
+    nr::attach_new_experts(model, spec.new_experts_config(), rng);
+    return f(model);
+  }
+  if (spec.method == "migu-lora") return detail::with_lora_model<nr::MiguLoraLlama>(spec, config, seed, f);
+  if (spec.is_lora()) return detail::with_lora_model<nr::LoraLlama>(spec, config, seed, f);
   if (spec.gate == "elu") return detail::with_adapter_model<nr::EluGate>(spec, config, seed, f);
   if (spec.gate == "sigmoid") return detail::with_adapter_model<nr::SigmoidGate>(spec, config, seed, f);
   return detail::with_adapter_model<nr::NoGate>(spec, config, seed, f);
@@ -244,7 +349,7 @@ int with_extended_model(ExtensionSpec& spec, const nr::ModelConfig& config, uint
 
 // Methods whose checkpoint is a plain backbone-shaped model.
 inline bool is_plain_method(const std::string& method) {
-  return method == "backbone" || method == "finetune" || method == "lora-merged";
+  return method == "backbone" || method == "finetune" || method == "migu-finetune" || method == "lora-merged";
 }
 
 // What a loaded checkpoint is.
@@ -267,8 +372,17 @@ int with_loaded_model(const fs::path& checkpoint, const std::string& adapter, F&
   info.config = doc.config;
   if (!adapter.empty()) {
     info.nr_fields = nr::load_adapter_config(adapter);
-    ExtensionSpec spec = ExtensionSpec::from_adapter_config(info.nr_fields, (fs::path(adapter) / nr::adapter_config_file_name).string());
+    const std::string source = (fs::path(adapter) / nr::adapter_config_file_name).string();
+    ExtensionSpec spec = ExtensionSpec::from_adapter_config(info.nr_fields, source);
     info.spec = spec;
+    if (is_moe_checkpoint(info.nr_fields)) {  // new experts inserted into a MoE backbone
+      const MoeArch arch = moe_arch_of(info.nr_fields, info.config, source);
+      return with_moe_model(info.config, arch.moe, arch.attention, 0, [&](auto& model) {
+        nr::load_backbone(checkpoint, model);
+        nr::load_adapter_file(adapter, model);
+        return f(model, info);
+      });
+    }
     return with_extended_model(spec, info.config, 0, [&](auto& model) {
       nr::load_backbone(checkpoint, model);
       nr::load_adapter_file(adapter, model);
@@ -277,6 +391,15 @@ int with_loaded_model(const fs::path& checkpoint, const std::string& adapter, F&
   }
   if (doc.json.contains("nr") && doc.json["nr"].is_object()) info.nr_fields = doc.json["nr"];
   const std::string method = info.nr_fields.value("method", "backbone");
+  if (is_moe_checkpoint(info.nr_fields)) {  // a MoE backbone, pruned or not, or one with inserted experts
+    const std::string source = (checkpoint / nr::config_file_name).string();
+    const MoeArch arch = moe_arch_of(info.nr_fields, info.config, source);
+    if (method != "backbone") info.spec = ExtensionSpec::from_json(info.nr_fields, source + " \"nr\"");
+    return with_moe_model(info.config, arch.moe, arch.attention, 0, [&](auto& model) {
+      nr::load_model_weights(checkpoint, model);
+      return f(model, info);
+    });
+  }
   if (is_plain_method(method)) {
     return with_model(info.config, 0, [&](auto& model) {
       nr::load_model_weights(checkpoint, model);
@@ -314,10 +437,29 @@ struct IsAdapter : std::false_type {};
 template <class G>
 struct IsAdapter<nr::Adapter<G>> : std::true_type {};
 
+template <class E>
+struct IsNewExperts : std::false_type {};
+template <class A>
+struct IsNewExperts<nr::NewExperts<A>> : std::true_type {};
+
 // Whether the blocks of a model carry adapters (and so record adapter statistics).
 template <class Model>
 constexpr bool has_adapters() {
   return IsAdapter<std::decay_t<decltype(std::declval<Model&>().layers[0].extension)>>::value;
+}
+// Whether they carry new experts beside the FFN (which record the new-expert routing mass).
+template <class Model>
+constexpr bool has_new_experts() {
+  return IsNewExperts<std::decay_t<decltype(std::declval<Model&>().layers[0].extension)>>::value;
+}
+template <class Model>
+constexpr bool has_extension_stats() {
+  return has_adapters<Model>() || has_new_experts<Model>();
+}
+// Whether the model's projections record output magnitudes for a MIGU gradient mask.
+template <class Model>
+constexpr bool is_migu_model() {
+  return std::is_same_v<Model, nr::MiguLlama> || std::is_same_v<Model, nr::MiguLoraLlama>;
 }
 
 // BPB of `tokens` with adapter statistics collected into a fresh context; every sequence is
@@ -335,12 +477,14 @@ nr::BpbResult bpb_with_stats(const Model& model, const std::vector<int32_t>& tok
 }
 
 // Per layer: {"layer", "adapter_abs_mean", and for gated adapters "gate_mean", "gate_near_zero"}
-// from the statistics the adapters recorded (keys "layer<l>.<original|new>.<name>").
+// from the statistics the adapters recorded, or "new_expert_mass" (mean over tokens of the
+// router's probability 1 - q_0 of the new experts) for new experts (keys
+// "layer<l>.<original|new>.<name>").
 inline nlohmann::json stats_by_layer(const nr::ForwardContext& fc, int64_t layers, bool original) {
   nlohmann::json rows = nlohmann::json::array();
   for (int64_t l = 0; l < layers; ++l) {
     nlohmann::json row = {{"layer", l}};
-    for (const char* metric : {"adapter_abs_mean", "gate_mean", "gate_near_zero"}) {
+    for (const char* metric : {"adapter_abs_mean", "gate_mean", "gate_near_zero", "new_expert_mass"}) {
       const std::string key = fmt::format("layer{}.{}.{}", l, original ? "original" : "new", metric);
       const auto s = fc.stats.find(key);
       const auto c = fc.counts.find(key);
@@ -360,6 +504,24 @@ inline std::string format_stats_table(const nlohmann::json& stats) {
   std::stable_sort(names.begin(), names.end(), [&](const std::string& a, const std::string& b) {
     return domains[a].value("original", false) > domains[b].value("original", false);
   });
+  const bool experts = !names.empty() && !domains[names[0]]["layers"].empty() &&
+                       domains[names[0]]["layers"][0].contains("new_expert_mass");
+  if (experts) {
+    std::string out = "new-expert statistics: router probability of the new experts, 1 - q_0, mean over tokens\n";
+    out += fmt::format("{:>5}", "layer");
+    for (const std::string& n : names) out += fmt::format(" {:>12}", fmt::format("mass {}", n));
+    out += "\n";
+    for (size_t l = 0; l < domains[names[0]]["layers"].size(); ++l) {
+      out += fmt::format("{:>5}", l);
+      for (const std::string& n : names) {
+        const nlohmann::json& row = domains[n]["layers"][l];
+        out += row.contains("new_expert_mass") ? fmt::format(" {:>12.4f}", row["new_expert_mass"].get<double>())
+                                               : fmt::format(" {:>12}", "-");
+      }
+      out += "\n";
+    }
+    return out;
+  }
   const bool gated = !names.empty() && !domains[names[0]]["layers"].empty() &&
                      domains[names[0]]["layers"][0].contains("gate_mean");
   std::string out = "adapter statistics: mean |adapter output| per element";

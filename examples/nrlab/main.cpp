@@ -1,5 +1,5 @@
 // nrlab — the command-line laboratory of nr: build corpora, pretrain, extend, evaluate, merge,
-// and reproduce the neutral-residues paper's tables.
+// prune experts, and reproduce the neutral-residues paper's tables.
 //
 // Every subcommand has --help. Errors print one line naming what is wrong and exit non-zero.
 #include "cmd_bench.hpp"
@@ -8,6 +8,7 @@
 #include "cmd_extend.hpp"
 #include "cmd_merge.hpp"
 #include "cmd_pretrain.hpp"
+#include "cmd_prune.hpp"
 #include "cmd_reproduce.hpp"
 
 int main(int argc, char** argv) {
@@ -19,6 +20,7 @@ int main(int argc, char** argv) {
   nrlab::register_extend_command(app);
   nrlab::register_eval_command(app);
   nrlab::register_merge_command(app);
+  nrlab::register_prune_command(app);
   nrlab::register_reproduce_command(app);
   nrlab::register_bench_command(app);
   try {
