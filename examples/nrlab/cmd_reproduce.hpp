@@ -2,6 +2,7 @@
 // paper's tables at small scale and print it.
 //
 //   nrlab reproduce table2 --preset quick --corpus cache/corpus     the demo (minutes on 2 cores)
+//   nrlab reproduce table2 --extra-methods                          + new experts, MIGU rows
 //   nrlab reproduce table8 --preset quick                           Figure 1's curves
 //   nrlab reproduce all --preset paper --runs runs                  everything, as big as a CPU allows
 //   nrlab reproduce table4 --list                                   the runs and their state
@@ -37,6 +38,7 @@ struct ReproduceOptions {
   std::string table, preset = "quick", corpus = "cache/corpus", runs = "runs";
   int threads = 0;
   bool list = false;
+  bool extra_methods = false;  // table 2 also runs experts, migu-finetune and migu-lora
   // Overrides of the preset (0 / negative: the preset's); any of them makes the preset "custom"
   // (runs in RUNS/custom), so that they never mix with the runs of a named preset.
   int64_t pretrain_steps = 0, steps = 0, batch = 0, eval_tokens = -1, mc_items = 0;
@@ -216,7 +218,7 @@ inline void write_curves(const TableSpec& t, const fs::path& root, const RunnerO
 
 // One table: backbones, runs, outputs. Returns 0 or the status of a stopped run.
 inline int reproduce_table(const std::string& name, const Preset& preset, const ReproduceOptions& o) {
-  const TableSpec t = table_spec(name);
+  const TableSpec t = table_spec(name, o.extra_methods);
   const fs::path root = fs::path(o.runs) / preset.name;
   if (o.list) {
     fmt::print("{} ({} runs)\n", t.title, t.runs.size());
@@ -341,6 +343,8 @@ inline void register_reproduce_command(CLI::App& app) {
   c->add_option("--mc-items", o->mc_items, "Override: multiple-choice items per language (runs go to RUNS/custom)")
       ->check(CLI::PositiveNumber);
   c->add_flag("--list", o->list, "List the table's runs and their state (finished, partial, fresh); train nothing");
+  c->add_flag("--extra-methods", o->extra_methods,
+              "Table 2 also gets rows for new experts (ModuleFormer), MIGU finetuning and MIGU LoRA");
   c->callback([o]() {
     const int rc = run_reproduce_command(*o);
     if (rc != 0) throw CLI::RuntimeError(rc);

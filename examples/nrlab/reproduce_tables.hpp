@@ -83,7 +83,7 @@ struct RunSpec {
   std::string id;            // directory name under RUNS/ext (make_run_id)
   std::string backbone = "en";
   std::string new_domain = "fr";
-  std::string method;        // finetune, lora, adapter, gated-sigmoid, neutral
+  std::string method;        // finetune, lora, adapter, gated-sigmoid, neutral, experts, migu-*
   std::string gate, init;    // resolved (adapter methods)
   double alpha = 0.0, bce_weight = 0.0, extra = 0.2, p = 0.1, lr = 0.0;
   std::string series;        // Figure 1 curve it belongs to ("" = not plotted)
@@ -127,7 +127,10 @@ inline std::string make_run_id(const RunSpec& r) {
     id += fmt::format("-{}-{}-a{}", r.gate, r.init == "low-variance" ? "lowvar" : r.init, num(r.alpha));
     if (r.bce_weight > 0.0) id += "-bce" + num(r.bce_weight);
   }
-  if (r.method != "finetune") id += "-x" + num(r.extra);
+  if (r.method == "experts")
+    id += fmt::format("-e{}k{}-r{}", default_new_experts, default_new_top_k, num(default_route_reg));
+  if (r.method == "migu-finetune" || r.method == "migu-lora") id += "-T" + num(default_migu_threshold);
+  if (r.method != "finetune" && r.method != "migu-finetune") id += "-x" + num(r.extra);
   return id + fmt::format("-p{}-lr{}", num(r.p), num(r.lr));
 }
 
@@ -193,6 +196,9 @@ inline std::string method_label(const std::string& method) {
   if (method == "lora") return "LoRA";
   if (method == "adapter") return "Vanilla adapters";
   if (method == "gated-sigmoid") return "Sigmoid adapters";
+  if (method == "experts") return "New experts";
+  if (method == "migu-finetune") return "MIGU finetuning";
+  if (method == "migu-lora") return "MIGU LoRA";
   return "Neutral residues";
 }
 
@@ -232,8 +238,15 @@ inline std::vector<std::string> bpb_task_headers(const std::string& lang) {
 
 }  // namespace detail
 
-// The runs, rows and columns of one of the paper's tables.
-inline TableSpec table_spec(const std::string& name) {
+// The methods of ModuleFormer and MIGU that `--extra-methods` adds to table 2.
+inline const std::vector<std::string>& extra_table_methods() {
+  static const std::vector<std::string> m = {"experts", "migu-finetune", "migu-lora"};
+  return m;
+}
+
+// The runs, rows and columns of one of the paper's tables; with extra_methods, table 2 also
+// has a row for each of extra_table_methods() (the other tables are unchanged).
+inline TableSpec table_spec(const std::string& name, bool extra_methods = false) {
   using detail::add_run;
   using detail::cells;
   TableSpec t;
@@ -256,7 +269,9 @@ inline TableSpec table_spec(const std::string& name) {
     t.headers = {"EN (p=0)", "FR (p=0)", "EN (p=0.1)", "FR (p=0.1)"};
     t.backbones = {"en"};
     t.figure1 = "points";
-    for (const std::string& m : methods) {
+    std::vector<std::string> rows = methods;
+    if (extra_methods) rows.insert(rows.end(), extra_table_methods().begin(), extra_table_methods().end());
+    for (const std::string& m : rows) {
       RunSpec a = make_run("en", "fr", m, 0.0), b = make_run("en", "fr", m, 0.1);
       b.series = method_label(m);
       b.figure3 = m == "adapter" || m == "neutral";
