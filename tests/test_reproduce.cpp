@@ -147,6 +147,37 @@ TEST_CASE("table 1 sweeps p for vanilla adapters; table 2 crosses four methods w
   CHECK(ids_of(t2).count(t1.runs[2].id) == 1);
 }
 
+TEST_CASE("table 2 --extra-methods adds rows for new experts and MIGU, the default table is unchanged", "[reproduce][tables]") {
+  const TableSpec plain = table_spec("table2");
+  const TableSpec t = table_spec("table2", true);
+  REQUIRE(plain.rows.size() == 5);
+  REQUIRE(t.rows.size() == plain.rows.size() + 3);
+  CHECK(t.runs.size() == plain.runs.size() + 6);
+  for (size_t i = 0; i < 4; ++i) CHECK(t.rows[i].labels == plain.rows[i].labels);
+  const std::vector<std::string> extra = {"experts", "migu-finetune", "migu-lora"};
+  for (size_t i = 0; i < extra.size(); ++i) {
+    const Row& row = t.rows[4 + i];
+    CHECK(row.labels[0] == method_label(extra[i]));
+    const RunSpec& a = run_with_id(t, row.cells[0].run);
+    const RunSpec& b = run_with_id(t, row.cells[2].run);
+    CHECK(a.method == extra[i]);
+    CHECK(b.method == extra[i]);
+    CHECK(a.p == 0.0);
+    CHECK(b.p == 0.1);
+    CHECK(b.lr == nrlab::default_lr(extra[i]));
+    CHECK(b.series == method_label(extra[i]));
+    CHECK(plain.runs.size() == ids_of(plain).size());
+    CHECK(ids_of(plain).count(b.id) == 0);
+  }
+  CHECK(make_run_id(make_run("en", "fr", "experts", 0.1)) ==
+        fmt::format("en-fr-experts-e4k1-r0.01-x0.2-p0.1-lr{}", num(nrlab::default_lr("experts"))));
+  CHECK(make_run_id(make_run("en", "fr", "migu-finetune", 0.1)) ==
+        fmt::format("en-fr-migu-finetune-T0.7-p0.1-lr{}", num(nrlab::default_lr("migu-finetune"))));
+  CHECK(t.rows.back().labels[0] == "Pretrained model");
+  // Only table 2 changes.
+  CHECK(table_spec("table3", true).runs.size() == table_spec("table3").runs.size());
+}
+
 TEST_CASE("tables 3 to 5: extra weights and the two backbones", "[reproduce][tables]") {
   const TableSpec t3 = table_spec("table3");
   CHECK(t3.tasks);
