@@ -10,7 +10,8 @@ under torch.no_grad()), this script times
     attention with rotate-half RoPE, grouped key/value heads when the preset has them, SiLU-gated
     FFN, untied or tied output head as the preset says), same batch, context and vocabulary,
     under several thread settings that use at most K cores (OMP_NUM_THREADS,
-    torch.set_num_threads and OPENBLAS_NUM_THREADS combinations), keeping PyTorch's best;
+    torch.set_num_threads, OPENBLAS_NUM_THREADS and OMP_WAIT_POLICY combinations), keeping
+    PyTorch's best;
   * `nrlab bench` (build/bin/nrlab) with --threads K.
 Every measurement runs in its own subprocess, which reports its own peak resident memory
 (getrusage ru_maxrss), so the memory figures are those of separate processes. Each measurement is
@@ -176,21 +177,25 @@ def run_json(cmd, env):
 
 def torch_settings(k):
     """Thread settings that use at most k cores: (OMP_NUM_THREADS, torch.set_num_threads,
-    OPENBLAS_NUM_THREADS)."""
+    OPENBLAS_NUM_THREADS, OMP_WAIT_POLICY or None for libgomp's default)."""
     if k == 1:
-        return [(1, 1, 1)]
-    return [(k, k, k), (k, k, 1), (1, 1, k)]
+        return [(1, 1, 1, None)]
+    return [(k, k, k, None), (k, k, k, "passive"), (k, k, 1, None), (k, k, 1, "passive"), (1, 1, k, None)]
 
 
 def measure_torch(args, k, mode):
     best = None
-    for omp, tt, ob in torch_settings(k):
+    for omp, tt, ob, wait in torch_settings(k):
         env = dict(os.environ, OMP_NUM_THREADS=str(omp), OPENBLAS_NUM_THREADS=str(ob), MKL_NUM_THREADS=str(omp))
+        env.pop("OMP_WAIT_POLICY", None)
+        if wait:
+            env["OMP_WAIT_POLICY"] = wait
         for _ in range(args.repeats):
             r = run_json([sys.executable, __file__, "--worker", "--preset", args.preset, "--mode", mode,
                           "--torch-threads", str(tt), "--steps", str(args.steps), "--warmup", str(args.warmup),
                           "--batch", str(args.batch)], env)
-            r["setting"] = f"OMP_NUM_THREADS={omp} torch.set_num_threads({tt}) OPENBLAS_NUM_THREADS={ob}"
+            r["setting"] = (f"OMP_NUM_THREADS={omp} torch.set_num_threads({tt}) OPENBLAS_NUM_THREADS={ob}"
+                            + (f" OMP_WAIT_POLICY={wait}" if wait else ""))
             if best is None or r["tokens_per_s"] > best["tokens_per_s"]:
                 best = r
     return best
@@ -199,7 +204,8 @@ def measure_torch(args, k, mode):
 def measure_nr(args, k, mode, method="finetune"):
     best = None
     env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NR_NUM_THREADS"):
+    # nrlab sizes its own threads (--threads) and sets OMP_WAIT_POLICY=passive unless told otherwise.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NR_NUM_THREADS", "OMP_WAIT_POLICY"):
         env.pop(var, None)
     for _ in range(args.repeats):
         cmd = [args.nrlab, "bench", "--preset", args.preset, "--threads", str(k), "--steps", str(args.steps),

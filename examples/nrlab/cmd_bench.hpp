@@ -10,16 +10,9 @@
 // are timed one by one and the median and the best are reported. Tokens are uniform random
 // bytes drawn from a fixed seed, so the work per step is the same in every run.
 //
-// FLOPs per token (the usual dense-transformer count, as in Kaplan et al. 2020 and PaLM's MFU):
-//   N      = weights used in matrix products: 4 C^2-like projections (q, k, v, o with their real
-//            shapes), 3 C F of the gated FFN per layer, the output head C V, and an extension's
-//            matrices (adapters, LoRA); the embedding lookup is not a product
-//   attn   = 4 L T C per token in the forward (Q K^T and P V over all T keys, the causal mask
-//            not discounted, as PyTorch's dense kernel computes them too)
-//   forward          2 N + attn
-//   training step    forward + backward = 2 N + 2 N + 2 N_trainable + 3 attn
-//                    (input gradients through every product, weight gradients only for trainable
-//                    weights; a full fine-tune gives 6 N + 12 L T C)
+// FLOPs per token: nr::count_flops (train/flops.hpp), the usual dense-transformer count
+//   forward 2 N + 4 L T C;  training step 4 N + 2 N_trainable + 12 L T C  (6 N + 12 L T C for a
+//   full fine-tune), N = weights used in matrix products (not the embedding lookup)
 // gflops is that count times tokens per second. tiny: N = 3.28 M, about 22.8 MFLOP per token.
 //
 // Output keys: preset, method, mode (train|eval), threads, batch, ctx, steps, tokens_per_s (from
@@ -28,10 +21,13 @@
 #pragma once
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <random>
+
+#include <nr/train/flops.hpp>
 
 #include "extension.hpp"
 
@@ -46,31 +42,16 @@ struct BenchOptions {
   uint64_t seed = 1;
 };
 
-// FLOPs per token of one step (see the header comment).
-struct FlopCount {
-  double matmul_params = 0.0;     // N
-  double trainable_matmul = 0.0;  // N_trainable
-  double attention = 0.0;         // 4 L T C
-  double per_token(bool train) const {
-    return train ? 4.0 * matmul_params + 2.0 * trainable_matmul + 3.0 * attention : 2.0 * matmul_params + attention;
-  }
-};
-
-template <class Model>
-FlopCount count_flops(Model& model, const nr::ModelConfig& c, int64_t ctx) {
-  FlopCount f;
-  model.visit_parameters([&](const std::string& name, nr::Var& v) {
-    if (v.shape().rank() != 2 || name == "model.embed_tokens.weight") return;
-    f.matmul_params += static_cast<double>(v.numel());
-    if (v.requires_grad()) f.trainable_matmul += static_cast<double>(v.numel());
-  }, "");
-  if (c.tie_word_embeddings) {  // the head reads the embedding matrix
-    const double cv = static_cast<double>(c.hidden_size * c.vocab_size);
-    f.matmul_params += cv;
-    if (model.embed_tokens.weight.requires_grad()) f.trainable_matmul += cv;
-  }
-  f.attention = 4.0 * static_cast<double>(c.num_hidden_layers * ctx * c.num_attention_heads * c.head_dim());
-  return f;
+// OpenMP's default wait policy lets idle threads spin for a long while at every barrier. On a
+// machine shared with other work, a spinning thread takes the core its partner needs, and a
+// two-thread training step measured 2.8x slower than with OMP_WAIT_POLICY=passive (two cores,
+// load average 4; docs/performance.md). libgomp reads the policy once, when it is loaded, so
+// unless the user chose one, nrlab sets "passive" and restarts itself (same pid, same
+// arguments). If the restart fails, nrlab simply goes on with the default policy.
+inline void prefer_passive_omp_wait(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+  execv("/proc/self/exe", argv);
 }
 
 inline double peak_rss_mb() {
@@ -85,7 +66,7 @@ int run_bench(Model& model, const nr::ModelConfig& config, const ExtensionSpec& 
   if (T > config.max_position_embeddings)
     throw nr::ValueError(fmt::format("--ctx {} exceeds the preset's context {}", T, config.max_position_embeddings));
   if (spec.method != "finetune") nr::freeze_backbone(model);
-  const FlopCount flops = count_flops(model, config, T);
+  const nr::FlopCount flops = nr::count_flops(model, config, T);
 
   // Random tokens: inputs and targets uniform over the vocabulary. Every tenth sequence is
   // tagged original (tag 1), so that the neutral residues' l1 loss has work to do.

@@ -80,6 +80,7 @@
 #include "nr/eval/multiple_choice.hpp"
 
 #include "nr/train/progress.hpp"
+#include "nr/train/flops.hpp"
 #include "nr/train/step.hpp"
 #include "nr/train/trainer.hpp"
 
