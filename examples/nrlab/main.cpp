@@ -12,6 +12,7 @@
 #include "cmd_reproduce.hpp"
 
 int main(int argc, char** argv) {
+  nrlab::prefer_passive_omp_wait(argv);
   CLI::App app{"nrlab: extend pretrained language models and measure learning vs forgetting"};
   app.require_subcommand(1);
   app.set_version_flag("--version", nr::version_string);
