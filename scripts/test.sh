@@ -2,17 +2,19 @@
 # test.sh — the whole check, in this order:
 #   1. scripts/deps.sh (missing Debian packages only)
 #   2. release preset (-O3 -march=native, -Werror): build + ctest
-#   3. debug preset (ASan + UBSan): build + ctest            skip with NR_SKIP_SANITIZERS=1
+#   3. debug preset (clang++, ASan + UBSan, -Werror): build + ctest
+#                                                            skip with NR_SKIP_SANITIZERS=1
 #   4. install the release build to a temp prefix; build + run examples/consumer against it
 #   5. FetchContent: a generated project pulls nr from this checkout; build + run
-#   6. clang-release preset (-Werror): build only            NR_TEST_CLANG=1 (default when CI=true)
+#   6. clang-release preset (-Werror): build only            NR_TEST_CLANG=1 (off by default:
+#      step 3 already compiles everything with clang++ and -Werror)
 #   7. fuzz preset (clang++, libFuzzer + ASan + UBSan, fuzz targets only, -Werror): build +
 #      ctest label "fuzz", each target NR_FUZZ_SECONDS (default 15) s   skip with NR_SKIP_FUZZ=1
 #      (longer runs: scripts/fuzz.sh)
 # The last line printed is "<N> passed, <M> failed": test cases summed over every ctest run,
 # plus one failure for each step above that failed. Exit status is non-zero if M > 0.
 #
-# Environment: NR_JOBS (default 2), NR_SKIP_SANITIZERS, NR_TEST_CLANG, CI, NR_SKIP_FUZZ,
+# Environment: NR_JOBS (default 2), NR_SKIP_SANITIZERS, NR_TEST_CLANG, NR_SKIP_FUZZ,
 # NR_FUZZ_SECONDS.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,7 +22,7 @@ root=$PWD
 
 jobs=${NR_JOBS:-2}
 skip_sanitizers=${NR_SKIP_SANITIZERS:-0}
-if [[ ${CI:-} == true ]]; then test_clang=${NR_TEST_CLANG:-1}; else test_clang=${NR_TEST_CLANG:-0}; fi
+test_clang=${NR_TEST_CLANG:-0}
 skip_fuzz=${NR_SKIP_FUZZ:-0}
 fuzz_seconds=${NR_FUZZ_SECONDS:-15}
 
@@ -104,8 +106,8 @@ if [[ $skip_sanitizers != 1 ]]; then
   # Exported before building: catch_discover_tests runs each test binary after linking it.
   export ASAN_OPTIONS=detect_leaks=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-  step "debug build (preset 'debug', ASan + UBSan)"
-  build_preset debug debug -DNR_WARNINGS_AS_ERRORS=OFF || true
+  step "debug build (preset 'debug': clang++, ASan + UBSan, -Werror)"
+  CC=clang CXX=clang++ build_preset debug debug -DNR_WARNINGS_AS_ERRORS=ON || true
   if [[ -f build-debug/CTestTestfile.cmake ]]; then
     step "debug tests (ASan + UBSan)"
     run_ctest debug --preset debug -j"$jobs" --timeout 1800
