@@ -66,6 +66,17 @@ class Var {
     if (!n.grad.defined()) n.grad = Tensor::zeros(n.value.shape());
     return n.grad;
   }
+  // The gradient buffer for a backward step that writes its whole contribution at once. When no
+  // gradient exists yet, the buffer is allocated uninitialised and `fresh` is set: the caller
+  // must then overwrite (=) every element instead of accumulating (+=), which saves zero-filling
+  // and re-reading it. Otherwise this is grad_buffer() and `fresh` is false.
+  Tensor& grad_buffer_for_overwrite(bool& fresh) const {
+    VarNode& n = node();
+    if (!n.requires_grad) throw Error(fmt::format("grad_buffer: Var of shape {} does not require grad", shape().str()));
+    fresh = !n.grad.defined();
+    if (fresh) n.grad = Tensor::empty(n.value.shape());
+    return n.grad;
+  }
   void zero_grad() const {
     if (node().grad.defined()) node().grad.zero_();
   }

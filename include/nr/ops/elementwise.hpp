@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -143,13 +144,20 @@ inline Var binary_op(const Var& a, const Var& b, BinaryKind kind) {
       const float* g = output_grad(out);  // (..., C)
       if (!g) return;
       if (a.requires_grad()) {
-        float* da = a.grad_buffer().data();  // (..., C)
-        if (kind != BinaryKind::mul)  // da += G
-          cpu::axpy(1.0f, g, da, n);
-        else if (rows)  // da[r, c] += G[r, c] * b[c]
-          cpu::mul_acc_rows(g, b.value().data(), da, R, C);
-        else  // da += G * b
-          cpu::mul_acc(g, b.value().data(), da, n);
+        if (kind != BinaryKind::mul) {  // da += G, a plain copy when da does not exist yet
+          bool fresh = false;
+          float* da = a.grad_buffer_for_overwrite(fresh).data();  // (..., C)
+          if (fresh)
+            std::memcpy(da, g, static_cast<size_t>(n) * sizeof(float));
+          else
+            cpu::axpy(1.0f, g, da, n);
+        } else {
+          float* da = a.grad_buffer().data();  // (..., C)
+          if (rows)  // da[r, c] += G[r, c] * b[c]
+            cpu::mul_acc_rows(g, b.value().data(), da, R, C);
+          else  // da += G * b
+            cpu::mul_acc(g, b.value().data(), da, n);
+        }
       }
       if (b.requires_grad()) {
         float* db = b.grad_buffer().data();  // (..., C) or (C,)

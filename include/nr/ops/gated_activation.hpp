@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -30,25 +31,41 @@ inline void gated_forward(const float* gate, const float* up, float* y, int64_t 
   for (int64_t i = 0; i < n; ++i) y[i] = act.value(gate[i]) * up[i];
 }
 
-// dgate[i] += g[i] * up[i] * act'(gate[i]) and dup[i] += g[i] * act(gate[i]); either output may
-// be null (that input needs no gradient). One loop per case, so that each vectorises.
+// dgate[i] (+)= g[i] * up[i] * act'(gate[i]) and dup[i] (+)= g[i] * act(gate[i]); either output may
+// be null (that input needs no gradient). `overwrite_*`: write (=) instead of accumulating (+=),
+// for a gradient buffer that was just allocated. One loop per case, so that each vectorises.
 template <class Act>
 inline void gated_backward(const float* gate, const float* up, const float* g, float* dgate, float* dup, int64_t n,
-                           Act act) {
+                           Act act, bool overwrite_gate = false, bool overwrite_up = false) {
   const bool parallel = n > nr::detail::parallel_grain;
-  if (dgate && dup) {
+  auto both = [&](auto og, auto ou) {
 #pragma omp parallel for if (parallel)
     for (int64_t i = 0; i < n; ++i) {
       const float a = act.value(gate[i]);
-      dgate[i] += g[i] * up[i] * act.derivative(gate[i], a);
-      dup[i] += g[i] * a;
+      const float vg = g[i] * up[i] * act.derivative(gate[i], a), vu = g[i] * a;
+      dgate[i] = decltype(og)::value ? vg : dgate[i] + vg;
+      dup[i] = decltype(ou)::value ? vu : dup[i] + vu;
     }
+  };
+  using Yes = std::true_type;
+  using No = std::false_type;
+  if (dgate && dup) {
+    if (overwrite_gate && overwrite_up) both(Yes{}, Yes{});
+    else if (overwrite_gate) both(Yes{}, No{});
+    else if (overwrite_up) both(No{}, Yes{});
+    else both(No{}, No{});
   } else if (dgate) {
 #pragma omp parallel for if (parallel)
-    for (int64_t i = 0; i < n; ++i) dgate[i] += g[i] * up[i] * act.derivative(gate[i], act.value(gate[i]));
+    for (int64_t i = 0; i < n; ++i) {
+      const float vg = g[i] * up[i] * act.derivative(gate[i], act.value(gate[i]));
+      dgate[i] = overwrite_gate ? vg : dgate[i] + vg;
+    }
   } else if (dup) {
 #pragma omp parallel for if (parallel)
-    for (int64_t i = 0; i < n; ++i) dup[i] += g[i] * act.value(gate[i]);
+    for (int64_t i = 0; i < n; ++i) {
+      const float vu = g[i] * act.value(gate[i]);
+      dup[i] = overwrite_up ? vu : dup[i] + vu;
+    }
   }
 }
 
@@ -73,9 +90,19 @@ inline Var gated_op(const Var& gate, const Var& up, const char* name, Act act) {
     active_tape().record([gate, up, out, act]() {
       const float* g = output_grad(out);
       if (!g) return;
-      float* dgate = gate.requires_grad() ? gate.grad_buffer().data() : nullptr;
-      float* dup = up.requires_grad() ? up.grad_buffer().data() : nullptr;
-      cpu::gated_backward(gate.value().data(), up.value().data(), g, dgate, dup, gate.numel(), act);
+      // A gradient that does not exist yet is written (=) rather than zero-filled and added to;
+      // when gate and up are the same Var, the second contribution must accumulate.
+      bool fresh_gate = false, fresh_up = false;
+      float* dgate = gate.requires_grad() ? gate.grad_buffer_for_overwrite(fresh_gate).data() : nullptr;
+      float* dup = nullptr;
+      if (up.requires_grad()) dup = up.same_as(gate) ? dgate : up.grad_buffer_for_overwrite(fresh_up).data();
+      if (dup == dgate && dup) {  // silu_mul(x, x): the two terms go into one buffer, in turn
+        cpu::gated_backward(gate.value().data(), up.value().data(), g, dgate, nullptr, gate.numel(), act, fresh_gate);
+        cpu::gated_backward(gate.value().data(), up.value().data(), g, nullptr, dup, gate.numel(), act, false, false);
+        return;
+      }
+      cpu::gated_backward(gate.value().data(), up.value().data(), g, dgate, dup, gate.numel(), act, fresh_gate,
+                          fresh_up);
     });
   }
   return out;

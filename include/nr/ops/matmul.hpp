@@ -88,22 +88,29 @@ inline Var matmul(const Var& a, const Var& b, MatmulOptions o = {}) {
       if (!g) return;
       const float* A = a.value().data();
       const float* B = b.value().data();
+      // A gradient that does not exist yet is written with beta = 0, sparing its zero-fill (see
+      // grad_buffer_for_overwrite): by every batch when each writes its own slice, by the first
+      // only when a shared B's gradient sums over the batches (b_step = 0).
       if (a.requires_grad()) {
-        float* dA = a.grad_buffer().data();
+        bool fresh = false;
+        float* dA = a.grad_buffer_for_overwrite(fresh).data();
         for (int64_t i = 0; i < p.batches; ++i) {
+          const float beta = fresh && (i == 0 || a_step != 0) ? 0.0f : 1.0f;
           if (!o.trans_a)  // dA (M, K) += G (M, N) op(B)^T
-            cpu::gemm(false, !o.trans_b, p.M, p.K, p.N, 1.0f, g + i * c_step, B + i * b_step, 1.0f, dA + i * a_step);
+            cpu::gemm(false, !o.trans_b, p.M, p.K, p.N, 1.0f, g + i * c_step, B + i * b_step, beta, dA + i * a_step);
           else  // dA (K, M) += op(B) (K, N) G^T
-            cpu::gemm(o.trans_b, true, p.K, p.M, p.N, 1.0f, B + i * b_step, g + i * c_step, 1.0f, dA + i * a_step);
+            cpu::gemm(o.trans_b, true, p.K, p.M, p.N, 1.0f, B + i * b_step, g + i * c_step, beta, dA + i * a_step);
         }
       }
       if (b.requires_grad()) {
-        float* dB = b.grad_buffer().data();
+        bool fresh = false;
+        float* dB = b.grad_buffer_for_overwrite(fresh).data();
         for (int64_t i = 0; i < p.batches; ++i) {
+          const float beta = fresh && (i == 0 || b_step != 0) ? 0.0f : 1.0f;
           if (!o.trans_b)  // dB (K, N) += op(A)^T (K, M) G (M, N)
-            cpu::gemm(!o.trans_a, false, p.K, p.N, p.M, 1.0f, A + i * a_step, g + i * c_step, 1.0f, dB + i * b_step);
+            cpu::gemm(!o.trans_a, false, p.K, p.N, p.M, 1.0f, A + i * a_step, g + i * c_step, beta, dB + i * b_step);
           else  // dB (N, K) += G^T (N, M) op(A) (M, K)
-            cpu::gemm(true, o.trans_a, p.N, p.K, p.M, 1.0f, g + i * c_step, A + i * a_step, 1.0f, dB + i * b_step);
+            cpu::gemm(true, o.trans_a, p.N, p.K, p.M, 1.0f, g + i * c_step, A + i * a_step, beta, dB + i * b_step);
         }
       }
     });
