@@ -41,7 +41,9 @@ option(NR_BUILD_CUDA "Define the nr::cuda target (needs the CUDA toolkit) and, w
 unset(_nr_cuda_default)
 
 if(NOT NR_BUILD_CUDA)
-  if(NOT CMAKE_CUDA_COMPILER)
+  if(NOT PROJECT_IS_TOP_LEVEL)
+    message(STATUS "nr: CPU only (set NR_BUILD_CUDA=ON before adding nr to define nr::cuda)")
+  elseif(NOT CMAKE_CUDA_COMPILER)
     message(STATUS "nr: no CUDA compiler found; building for the CPU only (nr::cuda is not defined)")
   else()
     message(STATUS "nr: NR_BUILD_CUDA is OFF; nr::cuda is not defined")
