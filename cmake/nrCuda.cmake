@@ -1,7 +1,7 @@
 # nrCuda.cmake — the optional nr::cuda target (included from the top-level CMakeLists.txt).
 #
 # nr::cuda = nr::nr + the CUDA runtime + cuBLAS + CCCL (thrust / CUB), for programs that include
-# the headers under include/nr/cuda/ from their own .cu files. It exists only when NR_BUILD_CUDA
+# the headers under include/nr/backend/cuda/ from their own .cu files. It exists only when NR_BUILD_CUDA
 # is ON, which is the default when nr is the top-level project and CMake finds a CUDA compiler
 # (nvcc on PATH, or CUDACXX / CMAKE_CUDA_COMPILER). Without a CUDA compiler nr stays CPU-only:
 # one STATUS line, nothing else, and nothing of the toolkit is needed.

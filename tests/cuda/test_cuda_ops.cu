@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "cpu_reference.hpp"
-#include "nr/cuda/cuda.cuh"
+#include "nr/backend/cuda/cuda.cuh"
 
 using nr::Indices;
 using nr::Shape;

@@ -1,6 +1,6 @@
-// nr/cuda/device_tensor.cuh — a contiguous tensor in device memory, and integer ids on the device.
+// nr/backend/cuda/device_tensor.cuh — a contiguous tensor in device memory, and integer ids on the device.
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
 //
 //   DeviceTensor x = DeviceTensor::from_host(ctx, host_tensor);    // (..., C) f32, async copy
 //   DeviceTensor y = DeviceTensor::empty(ctx, x.shape());          // from the caching allocator
@@ -31,7 +31,7 @@
 
 #include "nr/core/indices.hpp"
 #include "nr/core/tensor.hpp"
-#include "nr/cuda/context.cuh"
+#include "nr/backend/cuda/context.cuh"
 
 namespace nr::cuda {
 

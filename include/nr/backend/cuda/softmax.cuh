@@ -1,7 +1,7 @@
-// nr/cuda/softmax.cuh — softmax over the last dimension on the device (ops/softmax.hpp), and
+// nr/backend/cuda/softmax.cuh — softmax over the last dimension on the device (ops/softmax.hpp), and
 // cross-entropy against integer targets with a fused log-softmax (ops/cross_entropy.hpp).
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
 //
 // Softmax, x, y (R, C):
 //   y[r, c] = exp(x[r, c] - m[r]) / sum_j exp(x[r, j] - m[r]),   m[r] = max_j x[r, j]
@@ -24,8 +24,8 @@
 #include <cstdint>
 #include <memory>
 
-#include "nr/cuda/device_tensor.cuh"
-#include "nr/cuda/launch.cuh"
+#include "nr/backend/cuda/device_tensor.cuh"
+#include "nr/backend/cuda/launch.cuh"
 
 namespace nr::cuda {
 

@@ -1,6 +1,6 @@
-// nr/cuda/cuda.cuh — the CUDA backend in one include (see docs/cuda.md).
+// nr/backend/cuda/cuda.cuh — the CUDA backend in one include (see docs/cuda.md).
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda):
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda):
 // they include <cuda_runtime.h>, cuBLAS and CUB, and define kernels.
 //
 //   check.cuh          NR_CUDA_CHECK, NR_CUBLAS_CHECK, NR_CUDA_CHECK_LAUNCH, CudaError
@@ -18,16 +18,16 @@
 //   adamw.cuh          FusedAdamW: one launch per step over every parameter
 #pragma once
 
-#include "nr/cuda/adamw.cuh"
-#include "nr/cuda/allocator.cuh"
-#include "nr/cuda/check.cuh"
-#include "nr/cuda/context.cuh"
-#include "nr/cuda/device_tensor.cuh"
-#include "nr/cuda/elementwise.cuh"
-#include "nr/cuda/embedding.cuh"
-#include "nr/cuda/gemm.cuh"
-#include "nr/cuda/launch.cuh"
-#include "nr/cuda/rms_norm.cuh"
-#include "nr/cuda/rope.cuh"
-#include "nr/cuda/silu_mul.cuh"
-#include "nr/cuda/softmax.cuh"
+#include "nr/backend/cuda/adamw.cuh"
+#include "nr/backend/cuda/allocator.cuh"
+#include "nr/backend/cuda/check.cuh"
+#include "nr/backend/cuda/context.cuh"
+#include "nr/backend/cuda/device_tensor.cuh"
+#include "nr/backend/cuda/elementwise.cuh"
+#include "nr/backend/cuda/embedding.cuh"
+#include "nr/backend/cuda/gemm.cuh"
+#include "nr/backend/cuda/launch.cuh"
+#include "nr/backend/cuda/rms_norm.cuh"
+#include "nr/backend/cuda/rope.cuh"
+#include "nr/backend/cuda/silu_mul.cuh"
+#include "nr/backend/cuda/softmax.cuh"

@@ -1,7 +1,7 @@
-// nr/cuda/silu_mul.cuh — the SwiGLU core silu(gate) * up on the device, forward and backward
+// nr/backend/cuda/silu_mul.cuh — the SwiGLU core silu(gate) * up on the device, forward and backward
 // (ops/gated_activation.hpp, nr::silu_mul).
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
 //
 //   y = silu(gate) * up,   silu(x) = x s(x),   s(x) = 1 / (1 + e^-x)     gate, up, y (n) any shape
 //
@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-#include "nr/cuda/launch.cuh"
+#include "nr/backend/cuda/launch.cuh"
 
 namespace nr::cuda {
 

@@ -1,6 +1,6 @@
-// nr/cuda/allocator.cuh — a caching allocator for device memory.
+// nr/backend/cuda/allocator.cuh — a caching allocator for device memory.
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
 //
 // cudaMalloc and cudaFree are slow (cudaFree synchronises the whole device), and a training step
 // asks for the same activation and gradient sizes every step. The allocator therefore keeps
@@ -36,7 +36,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "nr/cuda/check.cuh"
+#include "nr/backend/cuda/check.cuh"
 
 namespace nr::cuda {
 

@@ -1,6 +1,6 @@
-// nr/cuda/context.cuh — is there a usable GPU, and the stream + cuBLAS handle that work runs on.
+// nr/backend/cuda/context.cuh — is there a usable GPU, and the stream + cuBLAS handle that work runs on.
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
 //
 //   std::string why;
 //   if (!nr::cuda::available(&why)) { /* run on the CPU; `why` says what is missing */ }
@@ -23,8 +23,8 @@
 #include <string>
 #include <utility>
 
-#include "nr/cuda/allocator.cuh"
-#include "nr/cuda/check.cuh"
+#include "nr/backend/cuda/allocator.cuh"
+#include "nr/backend/cuda/check.cuh"
 
 namespace nr::cuda {
 

@@ -1,6 +1,6 @@
-// nr/cuda/check.cuh — every CUDA runtime and cuBLAS call goes through one of these macros.
+// nr/backend/cuda/check.cuh — every CUDA runtime and cuBLAS call goes through one of these macros.
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
 //
 //   NR_CUDA_CHECK(cudaMalloc(&p, bytes));       a cudaError_t other than cudaSuccess throws
 //   NR_CUBLAS_CHECK(cublasCreate(&handle));     a cublasStatus_t other than SUCCESS throws
@@ -8,7 +8,7 @@
 //
 // The exception is nr::cuda::CudaError (an nr::DeviceError, so an nr::Error): its message names
 // the file and line of the call, the call itself, and the error's name and description, e.g.
-//   "CUDA error at nr/cuda/allocator.cuh:120: cudaMalloc(&p, bytes) returned
+//   "CUDA error at nr/backend/cuda/allocator.cuh:120: cudaMalloc(&p, bytes) returned
 //    cudaErrorMemoryAllocation (out of memory)".
 // Kernels run asynchronously: an error inside a kernel is reported by a later checked call on
 // the same stream (the next copy or synchronisation), which names that later call.

@@ -1,7 +1,7 @@
-// nr/cuda/embedding.cuh — embedding lookup on the device and its scatter-add backward
+// nr/backend/cuda/embedding.cuh — embedding lookup on the device and its scatter-add backward
 // (ops/embedding.hpp).
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
 //
 //   out[n, c] = W[ids[n], c]          W (V, C); ids (N,) on the device; out (N, C)
 // Backward (+=), G = dL/dout (N, C), saved ids:
@@ -18,8 +18,8 @@
 #include <cstdint>
 #include <memory>
 
-#include "nr/cuda/device_tensor.cuh"
-#include "nr/cuda/launch.cuh"
+#include "nr/backend/cuda/device_tensor.cuh"
+#include "nr/backend/cuda/launch.cuh"
 
 namespace nr::cuda {
 

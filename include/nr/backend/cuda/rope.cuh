@@ -1,7 +1,7 @@
-// nr/cuda/rope.cuh — rotary position embedding on the device, Hugging Face "rotate_half"
+// nr/backend/cuda/rope.cuh — rotary position embedding on the device, Hugging Face "rotate_half"
 // convention, forward and backward (ops/rope.hpp).
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
 //
 // x, out (N, T, H*D): H heads of size D; in each head the pair i = (x1_i, x2_i) = (x[i], x[i+D/2])
 // is rotated by a = (offset + t) * inv_freq[i], inv_freq[i] = 1 / theta^(2i / D):
@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "nr/core/tensor.hpp"
-#include "nr/cuda/device_tensor.cuh"
-#include "nr/cuda/launch.cuh"
+#include "nr/backend/cuda/device_tensor.cuh"
+#include "nr/backend/cuda/launch.cuh"
 
 namespace nr::cuda {
 

@@ -1,7 +1,7 @@
-// nr/cuda/adamw.cuh — one fused AdamW step over all the parameters of a model on the device,
+// nr/backend/cuda/adamw.cuh — one fused AdamW step over all the parameters of a model on the device,
 // with the formula of optim/adamw.hpp.
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
 //
 // For each parameter element p with gradient g, moments m and v, at step t = 1, 2, ...:
 //   m = beta1 m + (1 - beta1) g
@@ -24,8 +24,8 @@
 
 #include <fmt/format.h>
 
-#include "nr/cuda/device_tensor.cuh"
-#include "nr/cuda/launch.cuh"
+#include "nr/backend/cuda/device_tensor.cuh"
+#include "nr/backend/cuda/launch.cuh"
 
 namespace nr::cuda {
 

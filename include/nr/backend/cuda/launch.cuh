@@ -1,7 +1,7 @@
-// nr/cuda/launch.cuh — launch sizes shared by the kernels, the column-sum reduction, and
+// nr/backend/cuda/launch.cuh — launch sizes shared by the kernels, the column-sum reduction, and
 // F32 <-> BF16 conversion.
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
 //
 // Elementwise kernels use grid-stride loops over int64 indices with `elementwise_block`
 // threads per block and at most `max_grid` blocks. Row kernels (RMSNorm, softmax,
@@ -18,8 +18,8 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "nr/cuda/check.cuh"
-#include "nr/cuda/context.cuh"
+#include "nr/backend/cuda/check.cuh"
+#include "nr/backend/cuda/context.cuh"
 
 namespace nr::cuda {
 

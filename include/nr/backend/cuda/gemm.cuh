@@ -1,7 +1,7 @@
-// nr/cuda/gemm.cuh — matrix products through cuBLAS (cublasGemmStridedBatchedEx), and the
+// nr/backend/cuda/gemm.cuh — matrix products through cuBLAS (cublasGemmStridedBatchedEx), and the
 // forward and backward of nr::matmul on the device.
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
 //
 //   C = alpha op(A) op(B) + beta C     row-major, like nr::cpu::gemm; op(X) = X or X^T
 //   A (M, K) or stored (K, M) when trans_a;  B (K, N) or stored (N, K) when trans_b;  C (M, N)
@@ -34,8 +34,8 @@
 #include <fmt/format.h>
 
 #include "nr/core/shape.hpp"
-#include "nr/cuda/device_tensor.cuh"
-#include "nr/cuda/launch.cuh"
+#include "nr/backend/cuda/device_tensor.cuh"
+#include "nr/backend/cuda/launch.cuh"
 
 namespace nr::cuda {
 

@@ -1,7 +1,7 @@
-// nr/cuda/elementwise.cuh — add, sub, mul of two tensors and scaling, forward and backward, on
+// nr/backend/cuda/elementwise.cuh — add, sub, mul of two tensors and scaling, forward and backward, on
 // the device, with the conventions of ops/elementwise.hpp.
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
 //
 //   add: y = a + b     sub: y = a - b     mul: y = a * b     scale: y = s a
 //   a, y (R, C) (any shape seen as R rows of C); b either (R, C) like a, or (C,) broadcast over
@@ -16,7 +16,7 @@
 
 #include <cstdint>
 
-#include "nr/cuda/launch.cuh"
+#include "nr/backend/cuda/launch.cuh"
 
 namespace nr::cuda {
 

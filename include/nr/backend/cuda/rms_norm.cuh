@@ -1,6 +1,6 @@
-// nr/cuda/rms_norm.cuh — RMSNorm on the device, forward and backward (ops/rms_norm.hpp).
+// nr/backend/cuda/rms_norm.cuh — RMSNorm on the device, forward and backward (ops/rms_norm.hpp).
 //
-// Include the headers under nr/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
+// Include the headers under nr/backend/cuda/ only from .cu files compiled by nvcc (target nr::cuda).
 //
 //   rstd[r] = 1 / sqrt(mean_c x[r, c]^2 + eps)        y[r, c] = x[r, c] * rstd[r] * w[c]
 //   x, y (R, C); w (C,); rstd (R,) written by the forward and saved for backward.
@@ -16,7 +16,7 @@
 
 #include <cstdint>
 
-#include "nr/cuda/launch.cuh"
+#include "nr/backend/cuda/launch.cuh"
 
 namespace nr::cuda {
 
