@@ -1,6 +1,7 @@
 // bench_ops.cpp — each primitive op, forward and backward, at the shapes of the tiny preset.
 //
-// One iteration = the op's forward (recorded on the tape) + backward from a ones gradient, on
+// One iteration = the op's forward (recorded on the tape) + backward from a ones gradient (made
+// once; backward() still adds it into the output's gradient, one pass over the output), on
 // B = 16 sequences of T = 256 tokens, C = 256 channels, H = 4 heads, F = 704, V = 256:
 //   rms_norm        x (B, T, C), weight (C,)
 //   silu_mul        gate, up (B, T, F)
@@ -40,13 +41,15 @@ void run_op(benchmark::State& state, const std::vector<nr::Var>& inputs, const s
             double flops_per_iter = 0.0) {
   nr::set_num_threads(static_cast<int>(state.range(0)));
   int64_t elems = 0;
+  nr::Tensor ones;  // the upstream gradient, made once (its shape is known after the first call)
   for (auto _ : state) {
     nr::Var y = op();
     elems = y.numel();
     if (y.numel() == 1) {
       nr::backward(y);
     } else {
-      nr::backward(y, nr::Tensor::ones(y.shape()));
+      if (!ones.defined()) ones = nr::Tensor::ones(y.shape());
+      nr::backward(y, ones);
     }
     for (const nr::Var& v : inputs) v.zero_grad();
   }
