@@ -14,8 +14,9 @@ under torch.no_grad()), this script times
     PyTorch's best;
   * `nrlab bench` (build/bin/nrlab) with --threads K.
 Every measurement runs in its own subprocess, which reports its own peak resident memory
-(getrusage ru_maxrss), so the memory figures are those of separate processes. Each measurement is
-repeated --repeats times and the best is kept, for both libraries alike. Throughput is the median
+(getrusage ru_maxrss), so the memory figures are those of separate processes. Measurements are
+interleaved: --repeats rounds, each timing PyTorch (every setting) and then nr, so that a change
+of the machine's load reaches both; the best of each library is kept. Throughput is the median
 step of a run (after --warmup untimed steps), in tokens per second.
 
 The model weights are random: the speed of these models does not depend on the values.
@@ -183,39 +184,50 @@ def torch_settings(k):
     return [(k, k, k, None), (k, k, k, "passive"), (k, k, 1, None), (k, k, 1, "passive"), (1, 1, k, None)]
 
 
-def measure_torch(args, k, mode):
+def measure_torch_once(args, k, mode):
+    """One run of every PyTorch thread setting for k threads; the fastest."""
     best = None
     for omp, tt, ob, wait in torch_settings(k):
         env = dict(os.environ, OMP_NUM_THREADS=str(omp), OPENBLAS_NUM_THREADS=str(ob), MKL_NUM_THREADS=str(omp))
         env.pop("OMP_WAIT_POLICY", None)
         if wait:
             env["OMP_WAIT_POLICY"] = wait
-        for _ in range(args.repeats):
-            r = run_json([sys.executable, __file__, "--worker", "--preset", args.preset, "--mode", mode,
-                          "--torch-threads", str(tt), "--steps", str(args.steps), "--warmup", str(args.warmup),
-                          "--batch", str(args.batch)], env)
-            r["setting"] = (f"OMP_NUM_THREADS={omp} torch.set_num_threads({tt}) OPENBLAS_NUM_THREADS={ob}"
-                            + (f" OMP_WAIT_POLICY={wait}" if wait else ""))
-            if best is None or r["tokens_per_s"] > best["tokens_per_s"]:
-                best = r
+        r = run_json([sys.executable, __file__, "--worker", "--preset", args.preset, "--mode", mode,
+                      "--torch-threads", str(tt), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                      "--batch", str(args.batch)], env)
+        r["setting"] = (f"OMP_NUM_THREADS={omp} torch.set_num_threads({tt}) OPENBLAS_NUM_THREADS={ob}"
+                        + (f" OMP_WAIT_POLICY={wait}" if wait else ""))
+        if best is None or r["tokens_per_s"] > best["tokens_per_s"]:
+            best = r
     return best
 
 
-def measure_nr(args, k, mode, method="finetune"):
-    best = None
+def measure_nr_once(args, k, mode, method="finetune"):
     env = dict(os.environ)
     # nrlab sizes its own threads (--threads) and sets OMP_WAIT_POLICY=passive unless told otherwise.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NR_NUM_THREADS", "OMP_WAIT_POLICY"):
         env.pop(var, None)
+    cmd = [args.nrlab, "bench", "--preset", args.preset, "--threads", str(k), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--batch", str(args.batch), "--method", method]
+    if mode == "eval":
+        cmd.append("--eval")
+    return run_json(cmd, env)
+
+
+def faster(a, b):
+    return b if a is None or b["tokens_per_s"] > a["tokens_per_s"] else a
+
+
+def measure_pair(args, k, mode):
+    """--repeats rounds, each running PyTorch (all settings) then nr (and nr's neutral
+    residues), so that a change of the machine's load hits both; the best of each is kept."""
+    t = n = neutral = None
     for _ in range(args.repeats):
-        cmd = [args.nrlab, "bench", "--preset", args.preset, "--threads", str(k), "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--batch", str(args.batch), "--method", method]
-        if mode == "eval":
-            cmd.append("--eval")
-        r = run_json(cmd, env)
-        if best is None or r["tokens_per_s"] > best["tokens_per_s"]:
-            best = r
-    return best
+        t = faster(t, measure_torch_once(args, k, mode))
+        n = faster(n, measure_nr_once(args, k, mode))
+        if args.neutral and mode == "train":
+            neutral = faster(neutral, measure_nr_once(args, k, mode, "neutral"))
+    return t, n, neutral
 
 
 def main():
@@ -249,16 +261,14 @@ def main():
     rows = []
     for k in threads:
         for mode in modes:
-            t = measure_torch(args, k, mode)
-            n = measure_nr(args, k, mode)
+            t, n, r = measure_pair(args, k, mode)
             row = {"preset": args.preset, "threads": k, "mode": mode,
                    "nr_tokens_per_s": n["tokens_per_s"], "torch_tokens_per_s": t["tokens_per_s"],
                    "ratio": n["tokens_per_s"] / t["tokens_per_s"],
                    "nr_peak_rss_mb": n["peak_rss_mb"], "torch_peak_rss_mb": t["peak_rss_mb"],
                    "nr_gflops": n["gflops"], "torch_best_setting": t["setting"],
                    "load": os.getloadavg()[0]}
-            if args.neutral and mode == "train":
-                r = measure_nr(args, k, mode, "neutral")
+            if r is not None:
                 row["nr_neutral_tokens_per_s"] = r["tokens_per_s"]
                 row["neutral_vs_finetune"] = r["tokens_per_s"] / n["tokens_per_s"]
             rows.append(row)
