@@ -16,65 +16,17 @@
 #include <fmt/format.h>
 
 #include "nr/backend/cpu/gemm.hpp"
+#include "nr/ops/matmul_plan.hpp"
 #include "nr/ops/op_support.hpp"
 
 namespace nr {
-
-struct MatmulOptions {
-  bool trans_a = false;  // use A^T (swap A's last two dimensions)
-  bool trans_b = false;  // use B^T
-};
-
-namespace detail {
-
-struct MatmulPlan {
-  int64_t batches = 1;   // number of products
-  int64_t M = 0, N = 0, K = 0;
-  bool shared_b = false;  // B is 2-D and used by every batch
-  bool flatten = false;   // shared B and A not transposed: one GEMM over all rows
-  Shape out_shape;
-};
-
-inline MatmulPlan plan_matmul(const Shape& a, const Shape& b, MatmulOptions o) {
-  auto fail = [&](const char* why) {
-    return ShapeError(fmt::format("matmul{}{}: cannot multiply {} by {}: {}", o.trans_a ? " (A transposed)" : "",
-                                  o.trans_b ? " (B transposed)" : "", a.str(), b.str(), why));
-  };
-  if (a.rank() < 2 || b.rank() < 2) throw fail("both operands need at least 2 dimensions");
-  MatmulPlan p;
-  p.M = o.trans_a ? a.dim(-1) : a.dim(-2);
-  p.K = o.trans_a ? a.dim(-2) : a.dim(-1);
-  const int64_t kb = o.trans_b ? b.dim(-1) : b.dim(-2);
-  p.N = o.trans_b ? b.dim(-2) : b.dim(-1);
-  if (p.K != kb) throw fail("inner dimensions differ");
-  p.shared_b = b.rank() == 2;
-  if (!p.shared_b) {
-    if (a.rank() != b.rank()) throw fail("batched operands need the same rank");
-    for (int i = 0; i < a.rank() - 2; ++i)
-      if (a[i] != b[i]) throw fail("batch dimensions differ");
-  }
-  for (int i = 0; i < a.rank() - 2; ++i) {
-    p.batches *= a[i];
-    p.out_shape.push_back(a[i]);
-  }
-  p.out_shape.push_back(p.M);
-  p.out_shape.push_back(p.N);
-  p.flatten = p.shared_b && !o.trans_a;
-  if (p.flatten) {
-    p.M *= p.batches;
-    p.batches = 1;
-  }
-  return p;
-}
-
-}  // namespace detail
 
 inline Var matmul(const Var& a, const Var& b, MatmulOptions o = {}) {
   detail::expect_dense(a, "matmul", "A");
   detail::expect_dense(b, "matmul", "B");
   const detail::MatmulPlan p = detail::plan_matmul(a.shape(), b.shape(), o);
   const int64_t M = p.M, N = p.N, K = p.K;
-  const int64_t a_step = M * K, b_step = p.shared_b ? 0 : K * N, c_step = M * N;
+  const int64_t a_step = p.a_step(), b_step = p.b_step(), c_step = p.c_step();
 
   Tensor c = Tensor::empty(p.out_shape);
   for (int64_t i = 0; i < p.batches; ++i)

@@ -33,9 +33,10 @@
 
 #include <fmt/format.h>
 
-#include "nr/core/shape.hpp"
 #include "nr/backend/cuda/device_tensor.cuh"
 #include "nr/backend/cuda/launch.cuh"
+#include "nr/core/shape.hpp"
+#include "nr/ops/matmul_plan.hpp"
 
 namespace nr::cuda {
 
@@ -101,52 +102,13 @@ inline void gemm_bf16(Context& ctx, bool ta, bool tb, int64_t M, int64_t N, int6
                   CUBLAS_COMPUTE_32F);
 }
 
-// The products behind matmul(a, b) for operand shapes a, b (same rules as ops/matmul.hpp).
-struct MatmulPlan {
-  int64_t batches = 1;
-  int64_t M = 0, N = 0, K = 0;
-  bool trans_a = false, trans_b = false;
-  bool shared_b = false;  // B is 2-D and used by every batch
-  Shape out_shape;
-  int64_t a_step() const { return M * K; }
-  int64_t b_step() const { return shared_b ? 0 : K * N; }
-  int64_t c_step() const { return M * N; }
-};
-
+// The products behind matmul(a, b) for operand shapes a, b: the CPU op's plan
+// (ops/matmul_plan.hpp), so both backends accept and reject the same shapes.
+using nr::detail::MatmulPlan;
 inline MatmulPlan plan_matmul(const Shape& a, const Shape& b, bool trans_a, bool trans_b) {
-  auto fail = [&](const char* why) {
-    return ShapeError(fmt::format("cuda::matmul{}{}: cannot multiply {} by {}: {}", trans_a ? " (A transposed)" : "",
-                                  trans_b ? " (B transposed)" : "", a.str(), b.str(), why));
-  };
-  if (a.rank() < 2 || b.rank() < 2) throw fail("both operands need at least 2 dimensions");
-  MatmulPlan p;
-  p.trans_a = trans_a;
-  p.trans_b = trans_b;
-  p.M = trans_a ? a.dim(-1) : a.dim(-2);
-  p.K = trans_a ? a.dim(-2) : a.dim(-1);
-  const int64_t kb = trans_b ? b.dim(-1) : b.dim(-2);
-  p.N = trans_b ? b.dim(-2) : b.dim(-1);
-  if (p.K != kb) throw fail("inner dimensions differ");
-  p.shared_b = b.rank() == 2;
-  if (!p.shared_b) {
-    if (a.rank() != b.rank()) throw fail("batched operands need the same rank");
-    for (int i = 0; i < a.rank() - 2; ++i)
-      if (a[i] != b[i]) throw fail("batch dimensions differ");
-  }
-  for (int i = 0; i < a.rank() - 2; ++i) {
-    p.batches *= a[i];
-    p.out_shape.push_back(a[i]);
-  }
-  p.out_shape.push_back(p.M);
-  p.out_shape.push_back(p.N);
-  if (p.shared_b && !trans_a) {  // one product over every row of A
-    p.M *= p.batches;
-    p.batches = 1;
-  }
-  return p;
+  return nr::detail::plan_matmul(a, b, MatmulOptions{.trans_a = trans_a, .trans_b = trans_b}, "cuda::matmul");
 }
 
-// C (out_shape) = op(A) op(B).
 inline void matmul_forward(Context& ctx, const MatmulPlan& p, const float* A, const float* B, float* C) {
   gemm(ctx, p.trans_a, p.trans_b, p.M, p.N, p.K, 1.0f, A, p.a_step(), B, p.b_step(), 0.0f, C, p.c_step(), p.batches);
 }
