@@ -21,7 +21,6 @@
 #pragma once
 
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -41,18 +40,6 @@ struct BenchOptions {
   bool eval = false;
   uint64_t seed = 1;
 };
-
-// OpenMP's default wait policy lets idle threads spin for a long while at every barrier. On a
-// machine shared with other work, a spinning thread takes the core its partner needs, and a
-// two-thread training step measured 2.8x slower than with OMP_WAIT_POLICY=passive (two cores,
-// load average 4; docs/performance.md). libgomp reads the policy once, when it is loaded, so
-// unless the user chose one, nrlab sets "passive" and restarts itself (same pid, same
-// arguments). If the restart fails, nrlab simply goes on with the default policy.
-inline void prefer_passive_omp_wait(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
-  execv("/proc/self/exe", argv);
-}
 
 inline double peak_rss_mb() {
   rusage u{};
