@@ -13,7 +13,16 @@
 // with (in, out) = (C, C) (attention projections), (C, F) (gate/up), (F, C) (down).
 // The "FLOPS" counter is a rate; Google Benchmark prints it with SI prefixes ("95G/s" = 95 GFLOP/s).
 //
-// Run:  build/bin/bench_gemm [--benchmark_filter=tiny]
+// The CPU backends on SmolLM2-135M's shapes (C 576, F 1536, K/V projections 192, vocabulary
+// 49 152; 4 x 512 = 2048 rows), the same three products per layer plus the output head:
+// BM_openblas      nr::cpu::openblas_gemm (OpenBLAS, split on nr's OpenMP threads; the default)
+// BM_onednn_f32    nr::cpu::onednn_gemm, FP32 (oneDNN's brgemm AVX-512 kernel)
+// BM_onednn_bf16   nr::cpu::onednn_gemm, BF16 x BF16 -> FP32, operands already in BF16 (a
+//                  frozen weight stored as BF16; the ceiling of BF16 compute)
+// BM_nr_bf16       nr::cpu::gemm with Precision::bf16 and float operands: includes rounding both
+//                  operands to BF16 on every call (what matmul does for float activations)
+//
+// Run:  build/bin/bench_gemm [--benchmark_filter=tiny|smollm2]
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
@@ -21,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include <nr/backend/cpu/bf16.hpp>
 #include <nr/backend/cpu/gemm.hpp>
 #include <nr/core/rng.hpp>
 
@@ -72,6 +82,52 @@ void run_gemm(benchmark::State& state, GemmShape s, int threads) {
   state.counters["threads"] = threads;
 }
 
+enum class Cpu { openblas, onednn_f32, onednn_bf16, nr_bf16 };
+
+void run_backend(benchmark::State& state, GemmShape s, int threads, Cpu which) {
+  const int64_t a_rows = s.ta ? s.K : s.M, a_cols = s.ta ? s.M : s.K;
+  const int64_t b_rows = s.tb ? s.N : s.K, b_cols = s.tb ? s.K : s.N;
+  const std::vector<float> a = random_matrix(a_rows * a_cols, 1), b = random_matrix(b_rows * b_cols, 2);
+  std::vector<uint16_t> a16(a.size()), b16(b.size());
+  nr::cpu::f32_to_bf16(a.data(), a_rows, a_cols, a_cols, a16.data());
+  nr::cpu::f32_to_bf16(b.data(), b_rows, b_cols, b_cols, b16.data());
+  std::vector<float> c(static_cast<size_t>(s.M * s.N), 0.0f);
+  nr::set_num_threads(threads);
+  nr::GemmSettingsScope scope(nr::CpuGemmBackend::openblas, which == Cpu::nr_bf16 ? nr::Precision::bf16 : nr::Precision::fp32);
+  if (which == Cpu::nr_bf16 && !nr::bf16_gemm_active()) {
+    state.SkipWithError("this CPU has no AVX512_BF16");
+    return;
+  }
+  std::string impl;
+  if (which == Cpu::onednn_f32 || which == Cpu::onednn_bf16)
+    impl = nr::cpu::onednn_impl_name(which == Cpu::onednn_bf16 ? nr::DType::bf16 : nr::DType::f32, s.ta, s.tb, s.M, s.N, s.K);
+  for (auto _ : state) {
+    switch (which) {
+      case Cpu::openblas:
+        nr::cpu::openblas_gemm(s.ta, s.tb, s.M, s.N, s.K, 1.0f, a.data(), a_cols, b.data(), b_cols, 0.0f, c.data(), s.N);
+        break;
+      case Cpu::onednn_f32:
+        nr::cpu::onednn_gemm(nr::DType::f32, s.ta, s.tb, s.M, s.N, s.K, 1.0f, a.data(), a_cols, b.data(), b_cols, 0.0f,
+                             c.data(), s.N);
+        break;
+      case Cpu::onednn_bf16:
+        nr::cpu::onednn_gemm(nr::DType::bf16, s.ta, s.tb, s.M, s.N, s.K, 1.0f, a16.data(), a_cols, b16.data(), b_cols,
+                             0.0f, c.data(), s.N);
+        break;
+      case Cpu::nr_bf16:
+        nr::cpu::gemm(s.ta, s.tb, s.M, s.N, s.K, 1.0f, a.data(), a_cols, b.data(), b_cols, 0.0f, c.data(), s.N);
+        break;
+    }
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["FLOPS"] = benchmark::Counter(2.0 * static_cast<double>(s.M * s.N * s.K),
+                                               benchmark::Counter::kIsIterationInvariantRate,
+                                               benchmark::Counter::OneK::kIs1000);
+  state.counters["threads"] = threads;
+  if (!impl.empty()) state.SetLabel(impl);
+}
+
 struct Preset {
   const char* name;
   int64_t rows, C, F;
@@ -97,6 +153,25 @@ const bool registered = [] {
               ->Unit(benchmark::kMillisecond)
               ->UseRealTime()
               ->MinTime(0.1);
+        }
+  // SmolLM2-135M, 2048 rows: attention q/o (576 -> 576), k/v (576 -> 192), FFN gate/up
+  // (576 -> 1536) and down (1536 -> 576), the output head (576 -> 49 152).
+  const std::pair<const char*, Cpu> backends[] = {
+      {"BM_openblas", Cpu::openblas}, {"BM_onednn_f32", Cpu::onednn_f32}, {"BM_onednn_bf16", Cpu::onednn_bf16},
+      {"BM_nr_bf16", Cpu::nr_bf16}};
+  for (const auto& [layer, in, out] : {std::tuple<const char*, int64_t, int64_t>{"qo", 576, 576},
+                                       {"kv", 576, 192},
+                                       {"up", 576, 1536},
+                                       {"down", 1536, 576},
+                                       {"head", 576, 49152}})
+    for (const char* which : {"fwd", "dx", "dw"})
+      for (int threads : {1, 2})
+        for (const auto& [name, backend] : backends) {
+          const GemmShape s = linear_shape(which, 2048, in, out);
+          const std::string id = std::string(name) + "/smollm2/" + layer + "_" + which + "/threads:" + std::to_string(threads);
+          benchmark::RegisterBenchmark(id.c_str(), [s, threads, backend = backend](benchmark::State& st) {
+            run_backend(st, s, threads, backend);
+          })->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(0.2);
         }
   return true;
 }();

@@ -1,12 +1,26 @@
-// nr/backend/cpu/gemm.hpp — matrix products through OpenBLAS's cblas_sgemm.
+// nr/backend/cpu/gemm.hpp — every CPU matrix product of nr: OpenBLAS or oneDNN, FP32 or BF16.
 //
-//   C (M, N) = alpha * op(A) op(B) + beta * C,   op(X) = X or X^T
+//   C (M, N) = alpha * op(A) op(B) + beta * C,   op(X) = X or X^T,   C float32
 //
 // All matrices are row-major. A is (M, K) when not transposed and (K, M) when transposed; B is
 // (K, N) or (N, K). beta = 1 accumulates into C, which is how gradients are summed (+=).
+// A and B hold float32 or bfloat16 (GemmInput; a frozen weight stored as BF16).
 //
-// Threading (threads.hpp): OpenBLAS runs single-threaded, and a product worth splitting is cut
-// along the longer of M and N into blocks of at least 64 (a multiple of 16, the kernels' register
+// Two process-wide settings choose how a product runs (defaults: OpenBLAS, FP32, which gives
+// exactly the results nr gave before oneDNN was added):
+//   set_cpu_gemm_backend(openblas | onednn)  the library for FP32 products: OpenBLAS's sgemm
+//        (the kernel OPENBLAS_CORETYPE selects: AVX2 "Haswell" where it is set) or oneDNN's
+//        matmul (onednn.hpp: brgemm AVX-512 kernels on an AVX-512 CPU, about 2x the AVX2 one);
+//   set_precision(fp32 | bf16)  bf16: every product runs BF16 x BF16 -> FP32 through oneDNN
+//        (float operands rounded to bf16 on the way in, into scratch memory; accumulation and
+//        C stay float32), on CPUs with AVX512_BF16 only (onednn_has_bf16()); elsewhere the
+//        setting falls back to FP32 products on the chosen backend.
+// Either can also be set by the environment, read at the first product: NR_CPU_GEMM=openblas|
+// onednn, NR_PRECISION=fp32|bf16. A product with a BF16 operand and no BF16 compute converts
+// that operand to float32 (exactly) and runs in FP32.
+//
+// OpenBLAS threading (threads.hpp): OpenBLAS runs single-threaded, and a product worth splitting
+// is cut along the longer of M and N into blocks of at least 64 (a multiple of 16, the kernels' register
 // tile), up to 4 blocks per thread, which the OpenMP threads take dynamically: on a busy machine a
 // thread that loses its core leaves its remaining blocks to the others instead of holding
 // everyone at the barrier. Each block is an independent cblas_sgemm on the same operands (A's
@@ -19,12 +33,82 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
 
 #include <cblas.h>
 #include <omp.h>
 
+#include <fmt/format.h>
+
+#include "nr/backend/cpu/bf16.hpp"
+#include "nr/backend/cpu/onednn.hpp"
 #include "nr/backend/cpu/threads.hpp"
+
+namespace nr {
+
+enum class CpuGemmBackend : uint8_t { openblas, onednn };
+enum class Precision : uint8_t { fp32, bf16 };
+
+inline const char* cpu_gemm_backend_name(CpuGemmBackend b) { return b == CpuGemmBackend::openblas ? "openblas" : "onednn"; }
+inline const char* precision_name(Precision p) { return p == Precision::fp32 ? "fp32" : "bf16"; }
+
+namespace detail {
+struct GemmSettings {
+  std::atomic<CpuGemmBackend> backend{CpuGemmBackend::openblas};
+  std::atomic<Precision> precision{Precision::fp32};
+};
+// The settings, initialised from NR_CPU_GEMM / NR_PRECISION on first use.
+inline GemmSettings& gemm_settings() {
+  static GemmSettings* s = [] {
+    auto* g = new GemmSettings();  // never destroyed: products may run during static destruction
+    if (const char* env = std::getenv("NR_CPU_GEMM")) {
+      if (std::strcmp(env, "openblas") == 0) g->backend = CpuGemmBackend::openblas;
+      else if (std::strcmp(env, "onednn") == 0) g->backend = CpuGemmBackend::onednn;
+      else throw ValueError(fmt::format("NR_CPU_GEMM must be 'openblas' or 'onednn', got '{}'", env));
+    }
+    if (const char* env = std::getenv("NR_PRECISION")) {
+      if (std::strcmp(env, "fp32") == 0) g->precision = Precision::fp32;
+      else if (std::strcmp(env, "bf16") == 0) g->precision = Precision::bf16;
+      else throw ValueError(fmt::format("NR_PRECISION must be 'fp32' or 'bf16', got '{}'", env));
+    }
+    return g;
+  }();
+  return *s;
+}
+}  // namespace detail
+
+inline void set_cpu_gemm_backend(CpuGemmBackend b) { detail::gemm_settings().backend = b; }
+inline CpuGemmBackend cpu_gemm_backend() { return detail::gemm_settings().backend; }
+inline void set_precision(Precision p) { detail::gemm_settings().precision = p; }
+inline Precision precision() { return detail::gemm_settings().precision; }
+// Whether products actually run in BF16: precision bf16 on a CPU with AVX512_BF16.
+inline bool bf16_gemm_active() { return precision() == Precision::bf16 && cpu::onednn_has_bf16(); }
+
+// Sets the backend and precision for a scope and restores the previous ones at its end (tests,
+// benchmarks, comparing both settings in one program). Not for use while other threads multiply.
+class GemmSettingsScope {
+ public:
+  GemmSettingsScope(CpuGemmBackend b, Precision p) : backend_(cpu_gemm_backend()), precision_(precision()) {
+    set_cpu_gemm_backend(b);
+    set_precision(p);
+  }
+  ~GemmSettingsScope() {
+    set_cpu_gemm_backend(backend_);
+    set_precision(precision_);
+  }
+  GemmSettingsScope(const GemmSettingsScope&) = delete;
+  GemmSettingsScope& operator=(const GemmSettingsScope&) = delete;
+
+ private:
+  CpuGemmBackend backend_;
+  Precision precision_;
+};
+
+}  // namespace nr
 
 namespace nr::cpu {
 
@@ -45,8 +129,9 @@ inline void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_
               static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
 }
 
-inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+// OpenBLAS, split into blocks on nr's OpenMP threads (see the top of this file).
+inline void openblas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   const int threads = omp_in_parallel() ? 1 : num_threads();
   const double madds = static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
@@ -73,10 +158,67 @@ inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
   }
 }
 
+// A GEMM operand: row-major elements of type `dtype` (float, or bfloat16 bits) with leading
+// dimension ld.
+struct GemmInput {
+  const void* data = nullptr;
+  DType dtype = DType::f32;
+  int64_t ld = 0;
+};
+
+namespace gemm_detail {
+// op(X)'s stored matrix is (rows, cols): (M, K) or (K, M) for A, (K, N) or (N, K) for B.
+// Returns X converted to `to`, dense (ld = cols), in `keep` (scratch from the storage cache), or X
+// itself when it already has that type.
+inline GemmInput convert_operand(const GemmInput& x, int64_t rows, int64_t cols, DType to, std::shared_ptr<Storage>& keep) {
+  if (x.dtype == to) return x;
+  keep = Storage::allocate_cpu(static_cast<size_t>(rows * cols) * dtype_size(to));
+  if (to == DType::bf16)
+    f32_to_bf16(static_cast<const float*>(x.data), rows, cols, x.ld, static_cast<uint16_t*>(keep->ptr));
+  else
+    bf16_to_f32(static_cast<const uint16_t*>(x.data), rows, cols, x.ld, static_cast<float*>(keep->ptr));
+  return GemmInput{keep->ptr, to, cols};
+}
+}  // namespace gemm_detail
+
+// The product with operands of any dtype, dispatched by the settings above.
+inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, GemmInput A, GemmInput B,
+                 float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // C = beta C (no operand is read)
+    gemm_serial(false, false, M, N, 0, alpha, nullptr, 1, nullptr, 1, beta, C, ldc);
+    return;
+  }
+  const bool bf16 = bf16_gemm_active();
+  const DType compute = bf16 ? DType::bf16 : DType::f32;
+  std::shared_ptr<Storage> a_keep, b_keep;  // converted copies live until the product is done
+  const GemmInput a = gemm_detail::convert_operand(A, trans_a ? K : M, trans_a ? M : K, compute, a_keep);
+  const GemmInput b = gemm_detail::convert_operand(B, trans_b ? N : K, trans_b ? K : N, compute, b_keep);
+  if (bf16 || cpu_gemm_backend() == CpuGemmBackend::onednn)
+    onednn_gemm(compute, trans_a, trans_b, M, N, K, alpha, a.data, a.ld, b.data, b.ld, beta, C, ldc);
+  else
+    openblas_gemm(trans_a, trans_b, M, N, K, alpha, static_cast<const float*>(a.data), a.ld,
+                  static_cast<const float*>(b.data), b.ld, beta, C, ldc);
+}
+
+// Float operands with leading dimensions. With the default settings (OpenBLAS, FP32) this is
+// exactly openblas_gemm.
+inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  gemm(trans_a, trans_b, M, N, K, alpha, GemmInput{A, DType::f32, lda}, GemmInput{B, DType::f32, ldb}, beta, C, ldc);
+}
+
 // Convenience for dense row-major operands: leading dimensions follow from the shapes.
 inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                  const float* B, float beta, float* C) {
   gemm(trans_a, trans_b, M, N, K, alpha, A, trans_a ? M : K, B, trans_b ? K : N, beta, C, N);
+}
+
+// Dense operands of any dtype (A, B as Tensor data pointers with their dtypes).
+inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const void* A, DType a_type,
+                 const void* B, DType b_type, float beta, float* C) {
+  gemm(trans_a, trans_b, M, N, K, alpha, GemmInput{A, a_type, trans_a ? M : K}, GemmInput{B, b_type, trans_b ? K : N},
+       beta, C, N);
 }
 
 }  // namespace nr::cpu

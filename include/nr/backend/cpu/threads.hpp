@@ -5,7 +5,8 @@
 // of rows (or columns) per OpenMP thread, each block a single-threaded cblas_sgemm. So there is
 // one pool of k threads, never two pools (OpenBLAS's own pthreads and OpenMP's) spinning against
 // each other on the same cores, and no nesting: a GEMM called inside an OpenMP region runs on the
-// calling thread alone.
+// calling thread alone. oneDNN (backend/cpu/onednn.hpp; Debian's libdnnl is built on OpenMP)
+// runs on the same OpenMP pool and splits a product itself.
 //
 // set_num_threads(k) (or NR_NUM_THREADS=k in the environment, read by init_threads_from_env and,
 // when no setting was made, by the first GEMM) sets k for all of it. Without any setting, k is
