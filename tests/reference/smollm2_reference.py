@@ -236,8 +236,8 @@ def main():
     texts = []
     ids_by_file = {}
     for path in files:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:  # bytes: universal newlines would turn \r\n into \n
+            text = f.read().decode("utf-8")
         ids = encode(text)
         total = sum(token_bytes(tok.id_to_token(i)) for i in ids)
         if total != len(text.encode("utf-8")):
