@@ -1,5 +1,6 @@
 // Fused causal attention with grouped-query heads: forward and backward against a naive double
-// reference, gradient checks, causality, GQA = MHA with repeated K/V heads, shape errors, T = 1.
+// reference, gradient checks, causality, GQA = MHA with repeated K/V heads, shape errors, T = 1,
+// and queries after `past` cached keys (generation).
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -306,4 +307,70 @@ TEST_CASE("causal_attention shape and head-count errors name the shapes", "[atte
   Var q2 = random_var(Shape{10, 8}, 7);
   REQUIRE_THROWS_AS(nr::causal_attention(q2, k, v, 4, 2), nr::ShapeError);
   REQUIRE_THROWS_WITH(nr::causal_attention(q2, k, v, 4, 2), Catch::Contains("(10, 8)"));
+}
+
+namespace {
+
+// Rows [from, T) of every batch element of x (B, T, W).
+Var last_rows(const Var& x, int64_t from) {
+  const int64_t B = x.shape()[0], T = x.shape()[1], W = x.shape()[2];
+  std::vector<float> v;
+  for (int64_t b = 0; b < B; ++b)
+    v.insert(v.end(), x.value().data() + (b * T + from) * W, x.value().data() + (b * T + T) * W);
+  return Var(nr::Tensor::from_vector(v, Shape{B, T - from, W}), true);
+}
+
+}  // namespace
+
+TEST_CASE("causal_attention with past keys (KV cache) matches the reference's last rows, forward and backward",
+          "[attention][past]") {
+  // past + T crosses the 64-row blocks; GQA; T = 1 is one generation step.
+  for (auto [d, past] : {std::pair{Dims{2, 70, 4, 2, 8}, int64_t{66}}, {Dims{1, 70, 4, 2, 8}, 3}, {Dims{2, 9, 3, 1, 4}, 8},
+                         {Dims{1, 130, 2, 2, 4}, 60}}) {
+    INFO("B " << d.B << " T " << d.T << " past " << past);
+    const Inputs x = make_inputs(d, 41);
+    const Var q = last_rows(x.q, past);  // (B, T - past, H*D): positions past .. T-1
+    const Var k = x.k, v = x.v;          // (B, T, Hkv*D): all positions
+    // Upstream gradient on the last rows only.
+    const nr::Tensor r = random_tensor(q.shape(), 44);
+    std::vector<float> dout(static_cast<size_t>(x.q.numel()), 0.0f);
+    const int64_t W = d.H * d.D, Tq = d.T - past;
+    for (int64_t b = 0; b < d.B; ++b)
+      std::copy(r.data() + b * Tq * W, r.data() + (b + 1) * Tq * W, dout.begin() + (b * d.T + past) * W);
+    const Reference ref(d, x.q.value().data(), x.k.value().data(), x.v.value().data(), dout.data());
+
+    Var out = nr::causal_attention(q, k, v, d.H, d.Hkv, past);
+    REQUIRE(out.shape() == q.shape());
+    std::vector<double> ref_out, ref_dq;
+    for (int64_t b = 0; b < d.B; ++b) {
+      ref_out.insert(ref_out.end(), ref.out.begin() + (b * d.T + past) * W, ref.out.begin() + (b * d.T + d.T) * W);
+      ref_dq.insert(ref_dq.end(), ref.dq.begin() + (b * d.T + past) * W, ref.dq.begin() + (b * d.T + d.T) * W);
+    }
+    CHECK(max_abs_diff(out.value(), ref_out) < 1e-5);
+    nr::backward(out, r);
+    const double eq = max_abs_diff(q.grad(), ref_dq), ek = max_abs_diff(k.grad(), ref.dk),
+                 ev = max_abs_diff(v.grad(), ref.dv);
+    INFO("max diff dq " << eq << " dk " << ek << " dv " << ev);
+    CHECK(eq < 1e-5);
+    CHECK(ek < 1e-5);
+    CHECK(ev < 1e-5);
+  }
+}
+
+TEST_CASE("causal_attention gradients with past keys", "[attention][past][gradcheck]") {
+  const Dims d{1, 6, 4, 2, 4};
+  const Inputs x = make_inputs(d, 51);
+  const Var q = last_rows(x.q, 4);
+  auto r = gradcheck([&](const std::vector<Var>& in) { return nr::causal_attention(in[0], in[1], in[2], d.H, d.Hkv, 4); },
+                     {q, x.k, x.v});
+  INFO(r.report);
+  CHECK(r.ok);
+}
+
+TEST_CASE("causal_attention past errors", "[attention][past][errors]") {
+  const Var q = random_var(Shape{1, 2, 8}, 1), k = random_var(Shape{1, 5, 4}, 2);
+  CHECK_NOTHROW(nr::causal_attention(q, k, k, 4, 2, 3));
+  REQUIRE_THROWS_AS(nr::causal_attention(q, k, k, 4, 2, 2), nr::ShapeError);
+  REQUIRE_THROWS_WITH(nr::causal_attention(q, k, k, 4, 2, 2), Catch::Contains("past 2 + 2"));
+  REQUIRE_THROWS_AS(nr::causal_attention(q, k, k, 4, 2, -1), nr::ValueError);
 }

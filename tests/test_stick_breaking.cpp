@@ -183,3 +183,39 @@ TEST_CASE("StickBreakingAttention is a Block's attention, with Llama names and n
   INFO(r.report);
   CHECK(r.ok);
 }
+
+namespace {
+
+// Rows [from, T) of every batch element of x (B, T, W).
+Var last_rows(const Var& x, int64_t from) {
+  const int64_t B = x.shape()[0], T = x.shape()[1], W = x.shape()[2];
+  std::vector<float> v;
+  for (int64_t b = 0; b < B; ++b)
+    v.insert(v.end(), x.value().data() + (b * T + from) * W, x.value().data() + (b * T + T) * W);
+  return Var(nr::Tensor::from_vector(v, Shape{B, T - from, W}), true);
+}
+
+}  // namespace
+
+TEST_CASE("stick-breaking attention after past keys (KV cache) gives the reference's last rows", "[stick_breaking][past]") {
+  for (auto [T, past] : {std::pair<int64_t, int64_t>{9, 8}, {9, 3}, {70, 66}, {70, 2}}) {
+    const int64_t B = 2, H = 4, Hkv = 2, D = 4, W = H * D;
+    INFO("T " << T << " past " << past);
+    const Var q = nr::testing::random_var(Shape{B, T, W}, 61, -2, 2);
+    const Var k = nr::testing::random_var(Shape{B, T, Hkv * D}, 62, -2, 2);
+    const Var v = nr::testing::random_var(Shape{B, T, Hkv * D}, 63);
+    const std::vector<double> full = naive(q, k, v, H, Hkv);
+    std::vector<double> ref;
+    for (int64_t b = 0; b < B; ++b) ref.insert(ref.end(), full.begin() + (b * T + past) * W, full.begin() + (b * T + T) * W);
+    const Var y = nr::stick_breaking_attention(last_rows(q, past), k, v, H, Hkv, past);
+    REQUIRE(y.shape() == Shape{B, T - past, W});
+    CHECK(max_diff(y, ref) < 1e-5);
+  }
+  const Var q = nr::testing::random_var(Shape{1, 6, 8}, 71, -2, 2);
+  auto r = nr::testing::gradcheck(
+      [](const std::vector<Var>& x) { return nr::stick_breaking_attention(x[0], x[1], x[2], 2, 1, 4); },
+      {last_rows(q, 4), nr::testing::random_var(Shape{1, 6, 4}, 72, -2, 2), nr::testing::random_var(Shape{1, 6, 4}, 73)});
+  INFO(r.report);
+  CHECK(r.ok);
+  REQUIRE_THROWS_AS(nr::stick_breaking_attention(last_rows(q, 4), q, q, 2, 2, 3), nr::ShapeError);
+}

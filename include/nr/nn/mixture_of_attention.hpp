@@ -9,8 +9,9 @@
 //   for each token i and selected expert e:  q_{i,e} = W_q,e x_i             (He*D)
 //   o_{i,e} = attention(q_{i,e}; K, V)   causal, over the keys j <= i       (He*D)
 //   y_i = sum_{e in S(x_i)} g(e | x_i) W_o,e o_{i,e}                         (C)
-// The attention is stick-breaking by default (StickBreakingKernel, no position embedding, as in
-// ModuleFormer); SoftmaxRopeKernel gives softmax attention with RoPE instead.
+// The attention is a kernel policy of nn/attention.hpp: stick-breaking by default
+// (StickBreakingKernel, no position embedding, as in ModuleFormer); SoftmaxRopeKernel gives
+// softmax attention with RoPE instead.
 //
 // Computation: the N*k (token, slot) pairs are dispatched expert by expert (as in Experts); the
 // queries of all pairs are placed slot-major, row s*N + n, so that the k slots form k copies of
@@ -21,6 +22,10 @@
 // token with scatter_add_rows. Gates, auxiliary losses (mi_weight, concentration_weight) and
 // normalize_top_k are those of Experts, on the attention router.
 //
+// With ForwardContext::kv_cache (generation, batch 1; nn/kv_cache.hpp) the shared keys and values
+// of earlier tokens come from the cache: the new tokens' K, V are position-encoded at their
+// absolute positions, appended, and the whole cached K, V (past + T steps) is repeated per slot.
+//
 // With ForwardContext::collect_stats the layer adds the histogram
 // "layer<l>.self_attn.expert_tokens" (tokens routed to each attention expert).
 //
@@ -30,35 +35,22 @@
 
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
 
+#include "nr/nn/attention.hpp"
 #include "nr/nn/experts.hpp"
+#include "nr/nn/kv_cache.hpp"
 #include "nr/nn/language_model.hpp"
 #include "nr/nn/linear.hpp"
 #include "nr/nn/moe_config.hpp"
 #include "nr/nn/moe_losses.hpp"
 #include "nr/nn/router.hpp"
-#include "nr/ops/attention.hpp"
-#include "nr/ops/rope.hpp"
-#include "nr/ops/stick_breaking_attention.hpp"
+#include "nr/nn/stick_breaking_attention.hpp"
 
 namespace nr {
-
-// Attention kernels: (q (B', T, H*D), k, v (B', T, Hkv*D)) -> (B', T, H*D).
-struct StickBreakingKernel {
-  static constexpr const char* name = "stick_breaking";
-  static Var attend(const Var& q, const Var& k, const Var& v, int64_t H, int64_t Hkv, double /*rope_theta*/) {
-    return stick_breaking_attention(q, k, v, H, Hkv);
-  }
-};
-struct SoftmaxRopeKernel {
-  static constexpr const char* name = "softmax_rope";
-  static Var attend(const Var& q, const Var& k, const Var& v, int64_t H, int64_t Hkv, double rope_theta) {
-    return causal_attention(rope(q, H, rope_theta), rope(k, Hkv, rope_theta), v, H, Hkv);
-  }
-};
 
 inline std::string attention_expert_tokens_stat_name(int64_t layer) {
   return fmt::format("layer{}.self_attn.expert_tokens", layer);
@@ -75,7 +67,7 @@ struct AttentionExpert {
   }
 };
 
-template <class Kernel = StickBreakingKernel>
+template <AttentionKernel Kernel = StickBreakingKernel>
 struct MixtureOfAttention {
   Router router;
   std::vector<AttentionExpert> experts;  // E_a
@@ -141,16 +133,22 @@ struct MixtureOfAttention {
     for (int64_t e = 0; e < E; ++e)
       if (d.rows_of(e) > 0) queries.push_back(experts[static_cast<size_t>(e)].q_proj(gather_rows(x2, d.slice(d.token, e))));
     const Var q = reshape(scatter_add_rows(concat_rows(queries), slot_rows, N * K), Shape{K * B, T, HD});
-    // Shared keys and values, one copy per slot: (k*B, T, Hkv*D).
-    Var k = k_proj(x), v = v_proj(x);
+    // Shared keys and values, one copy per slot: (k*B, Tk, Hkv*D), Tk = past + T. Without a cache
+    // the positions are encoded after the copy (past = 0, Tk = T); a cache stores encoded keys.
+    KvCache* cache = ctx.kv_cache;
+    const int64_t past = cache ? cache->past() : 0, Tk = past + T, Nk = B * Tk;
+    Var k = k_proj(x), v = v_proj(x);  // (B, T, Hkv*D)
+    if (cache) std::tie(k, v) = cache->append(Kernel::encode_positions(k, n_kv_heads, rope_theta, past), v);
     if (K > 1) {
-      std::vector<int32_t> rep(static_cast<size_t>(N * K));
-      for (int64_t i = 0; i < N * K; ++i) rep[static_cast<size_t>(i)] = static_cast<int32_t>(i % N);
-      const Indices repeat(std::move(rep), Shape{N * K});
-      k = reshape(gather_rows(reshape(k, Shape{N, KV}), repeat), Shape{K * B, T, KV});
-      v = reshape(gather_rows(reshape(v, Shape{N, KV}), repeat), Shape{K * B, T, KV});
+      std::vector<int32_t> rep(static_cast<size_t>(Nk * K));
+      for (int64_t i = 0; i < Nk * K; ++i) rep[static_cast<size_t>(i)] = static_cast<int32_t>(i % Nk);
+      const Indices repeat(std::move(rep), Shape{Nk * K});
+      k = reshape(gather_rows(reshape(k, Shape{Nk, KV}), repeat), Shape{K * B, Tk, KV});
+      v = reshape(gather_rows(reshape(v, Shape{Nk, KV}), repeat), Shape{K * B, Tk, KV});
     }
-    const Var o = reshape(Kernel::attend(q, k, v, expert_heads, n_kv_heads, rope_theta), Shape{N * K, HD});
+    const Var qe = Kernel::encode_positions(q, expert_heads, rope_theta, past);
+    if (!cache) k = Kernel::encode_positions(k, n_kv_heads, rope_theta, 0);
+    const Var o = reshape(Kernel::attend(qe, k, v, expert_heads, n_kv_heads, past), Shape{N * K, HD});
 
     std::vector<Var> outputs;
     for (int64_t e = 0; e < E; ++e)

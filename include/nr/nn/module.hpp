@@ -22,6 +22,8 @@ namespace nr {
 
 using ParameterVisitor = std::function<void(const std::string&, Var&)>;
 
+class KvCache;  // nn/kv_cache.hpp
+
 template <class M>
 concept Module = requires(M& m, const ParameterVisitor& f, const std::string& prefix) {
   m.visit_parameters(f, prefix);
@@ -48,6 +50,11 @@ struct ForwardContext {
   // Per-module vectors of running sums (tokens routed to each expert...), also filled only when
   // collect_stats is set: histograms[name][i] += values[i].
   std::map<std::string, std::vector<double>> histograms;
+
+  // Generation only: the keys and values of earlier tokens (nn/kv_cache.hpp). When set, the batch
+  // is one sequence whose tokens follow the kv_cache->length() cached ones; attention layers read
+  // and extend the cache and place the new tokens at their absolute positions. Null otherwise.
+  KvCache* kv_cache = nullptr;
 
   void add_stat(const std::string& name, double sum, double count) {
     stats[name] += sum;

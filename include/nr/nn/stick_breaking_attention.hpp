@@ -4,44 +4,31 @@
 //   q = x Wq^T (B, T, H*D),  k = x Wk^T, v = x Wv^T (B, T, Hkv*D)
 //   o = stick_breaking_attention(q, k, v)     (ops/stick_breaking_attention.hpp)
 //   y = o Wo^T (B, T, C)
-// A drop-in for Attention<> as the Attn of a Block: the same parameter names (q_proj, k_proj,
-// v_proj, o_proj) and shapes, so a checkpoint of one loads into the other, but no RoPE: the
-// stick-breaking process attends to the most recent matching key, which encodes positions by
-// itself ("negating the need for explicit modeling of position", Section 3.2). rope_theta of the
-// ModelConfig is therefore unused. The Transformer-XL style cache of the previous batch's keys
-// and values that the paper uses during pretraining is not implemented: each window stands alone.
+// StickBreakingKernel is the kernel policy of SelfAttention (nn/attention.hpp), and
+// StickBreakingAttention<LinearT> a drop-in for Attention<> as the Attn of a Block: the same
+// parameter names (q_proj, k_proj, v_proj, o_proj) and shapes, so a checkpoint of one loads into
+// the other, but no RoPE: the stick-breaking process attends to the most recent matching key,
+// which encodes positions by itself ("negating the need for explicit modeling of position",
+// Section 3.2). rope_theta of the ModelConfig is therefore unused. The Transformer-XL style cache
+// of the previous batch's keys and values that the paper uses during pretraining is not
+// implemented: each training window stands alone. (Generation's KV cache works as for softmax
+// attention: keys carry no position, so caching them is exact.)
 #pragma once
 
-#include "nr/nn/config.hpp"
-#include "nr/nn/linear.hpp"
+#include "nr/nn/attention.hpp"
 #include "nr/ops/stick_breaking_attention.hpp"
 
 namespace nr {
 
-template <class LinearT = Linear>
-struct StickBreakingAttention {
-  LinearT q_proj, k_proj, v_proj, o_proj;
-  int64_t n_heads = 0, n_kv_heads = 0;
-
-  StickBreakingAttention() = default;
-  StickBreakingAttention(const ModelConfig& c, Rng& rng)
-      : q_proj(c.hidden_size, c.num_attention_heads * c.head_dim(), rng),
-        k_proj(c.hidden_size, c.num_key_value_heads * c.head_dim(), rng),
-        v_proj(c.hidden_size, c.num_key_value_heads * c.head_dim(), rng),
-        o_proj(c.num_attention_heads * c.head_dim(), c.hidden_size, rng),
-        n_heads(c.num_attention_heads),
-        n_kv_heads(c.num_key_value_heads) {}
-
-  Var operator()(const Var& x, ForwardContext&) const {  // (B, T, C) -> (B, T, C)
-    return o_proj(stick_breaking_attention(q_proj(x), k_proj(x), v_proj(x), n_heads, n_kv_heads));
-  }
-
-  void visit_parameters(const ParameterVisitor& f, const std::string& prefix) {
-    q_proj.visit_parameters(f, prefix + "q_proj.");
-    k_proj.visit_parameters(f, prefix + "k_proj.");
-    v_proj.visit_parameters(f, prefix + "v_proj.");
-    o_proj.visit_parameters(f, prefix + "o_proj.");
+struct StickBreakingKernel {
+  static constexpr const char* name = "stick_breaking";
+  static Var encode_positions(const Var& x, int64_t /*heads*/, double /*rope_theta*/, int64_t /*offset*/) { return x; }
+  static Var attend(const Var& q, const Var& k, const Var& v, int64_t H, int64_t Hkv, int64_t past) {
+    return stick_breaking_attention(q, k, v, H, Hkv, past);
   }
 };
+
+template <class LinearT = Linear>
+using StickBreakingAttention = SelfAttention<StickBreakingKernel, LinearT>;
 
 }  // namespace nr

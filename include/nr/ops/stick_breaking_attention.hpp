@@ -19,9 +19,11 @@
 // and S_ij is a running sum over j = i, i-1, ..., 0 (accumulated in double). Every term is <= 0,
 // so exp never overflows and long products never underflow to garbage.
 //
-// Shapes (B batch, T time, H query heads, Hkv key/value heads, D head size), as causal_attention:
-//   q (B, T, H*D), k (B, T, Hkv*D), v (B, T, Hkv*D)  ->  out (B, T, H*D)
-// Head h occupies columns [h*D, (h+1)*D) of every row.
+// Shapes (B batch, T time, H query heads, Hkv key/value heads, D head size), as causal_attention
+// (the layout of ops/attention_heads.hpp):
+//   q (B, T, H*D), k (B, past + T, Hkv*D), v (B, past + T, Hkv*D)  ->  out (B, T, H*D)
+// With past > 0 (generation with a KV cache) query row i is step past + i and the sums above run
+// over the keys j <= past + i.
 //
 // Backward (gradients accumulated with +=), with dO = dL/dO; per (b, h), recomputing z, p and A
 // from the saved q and k (nothing but the inputs and the output is saved):
@@ -34,9 +36,9 @@
 //   dK_g  += dZ^T Q_h * scale
 // As in causal_attention, the backward runs one (b, g) pair per thread and loops over the group's
 // query heads inside, so no two threads write the same dK_g or dV_g. As in causal_attention,
-// query rows are processed in blocks of up to 64, a block [i0, i1) meeting only the keys [0, i1),
+// query rows are processed in blocks of up to 64, a block [i0, i1) meeting only the keys [0, past + i1),
 // so the products skip most of the masked upper triangle; each thread owns scratch buffers of
-// 3 (64, T) floats (z, A and dA / dZ of the current block), allocated once per call.
+// 3 (64, Tk) floats (z, A and dA / dZ of the current block), allocated once per call.
 // The transcendental work per (query, key) pair: exp and log once for both log-sigmoids, exp for
 // A (forward, and again in the backward's recomputation), exp for the sigmoids of the backward.
 #pragma once
@@ -50,56 +52,33 @@
 #include <fmt/format.h>
 #include <omp.h>
 
+#include "nr/ops/attention_heads.hpp"
 #include "nr/ops/op_support.hpp"
 
-// GCC 12's false -Wmaybe-uninitialized inside Eigen's vectorised products (see ops/attention.hpp).
+// GCC 12's false -Wmaybe-uninitialized inside Eigen's vectorised products (see
+// ops/attention_heads.hpp), over the kernels below only.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-#include <Eigen/Dense>
 
 namespace nr::cpu {
 
-struct StickBreakingDims {
-  int64_t B = 0;    // batch
-  int64_t T = 0;    // time
-  int64_t H = 0;    // query heads
-  int64_t Hkv = 0;  // key/value heads (divides H)
-  int64_t D = 0;    // head size
-};
-
 namespace stick_breaking_detail {
-
-using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using HeadView = Eigen::Map<const RowMajor, 0, Eigen::OuterStride<>>;
-using HeadViewMut = Eigen::Map<RowMajor, 0, Eigen::OuterStride<>>;
-using Block = Eigen::Map<RowMajor>;
-
-// Query rows per block: a block of rows [i0, i1) only meets the keys [0, i1).
-inline constexpr int64_t block_rows = 64;
-
-// One head's (rows, D) rows inside an interleaved (T, heads*D) matrix.
-inline HeadView head(const float* base, int64_t rows, int64_t D, int64_t stride) {
-  return HeadView(base, rows, D, Eigen::OuterStride<>(stride));
-}
-inline HeadViewMut head(float* base, int64_t rows, int64_t D, int64_t stride) {
-  return HeadViewMut(base, rows, D, Eigen::OuterStride<>(stride));
-}
 
 // log(1 + e) for e in [0, 1]: two terms of the series below 1e-3 (error < e^3 / 3 < 4e-10),
 // log(1 + e) above (absolute error about 6e-8). Much cheaper than std::log1p for floats.
 inline float log1p_small(float e) { return e < 1e-3f ? e * (1.0f - 0.5f * e) : std::log(1.0f + e); }
 
-// For the rows i = i0 + r of a block, Z (n, i1) holds the scaled logits z_ij (only j <= i is
-// read); writes A (n, i1), zero for j > i. Z and A may not alias; lsn (i1) is scratch. Per
-// element, one exp and one log give both log-sigmoids, ls(z) = min(z, 0) - L and
+// For the rows i = first + r of a block (first = past + i0: absolute steps), Z (n, keys) holds the
+// scaled logits z_ij (only j <= i is read); writes A (n, keys), zero for j > i. Z and A may not
+// alias; lsn (keys) is scratch. Per element, one exp and one log give both log-sigmoids, ls(z) = min(z, 0) - L and
 // ls(-z) = min(-z, 0) - L with L = log1p(exp(-|z|)), and one more exp gives A; the running sum
 // S is kept in double.
-inline void stick_breaking_weights(const Block& Z, Block& A, float* lsn, int64_t i0) {
-  const int64_t n = Z.rows(), i1 = Z.cols();
+inline void stick_breaking_weights(const heads::Block& Z, heads::Block& A, float* lsn, int64_t first) {
+  const int64_t n = Z.rows(), keys = Z.cols();
   for (int64_t r = 0; r < n; ++r) {
-    const int64_t i = i0 + r;
+    const int64_t i = first + r;
     for (int64_t j = 0; j <= i; ++j) {  // log-sigmoids of the row
       const float z = Z(r, j);
       const float L = log1p_small(std::exp(-std::abs(z)));
@@ -111,7 +90,7 @@ inline void stick_breaking_weights(const Block& Z, Block& A, float* lsn, int64_t
       A(r, j) = std::exp(static_cast<float>(A(r, j) + s));
       s += lsn[j];
     }
-    for (int64_t j = i + 1; j < i1; ++j) A(r, j) = 0.0f;
+    for (int64_t j = i + 1; j < keys; ++j) A(r, j) = 0.0f;
   }
 }
 
@@ -119,12 +98,13 @@ inline void stick_breaking_weights(const Block& Z, Block& A, float* lsn, int64_t
 
 // out (B, T, H*D) = stick-breaking attention of q over k, v (see the top of this file).
 inline void stick_breaking_forward(const float* q,  // (B, T, H*D)
-                                   const float* k,  // (B, T, Hkv*D)
-                                   const float* v,  // (B, T, Hkv*D)
+                                   const float* k,  // (B, Tk, Hkv*D), Tk = past + T
+                                   const float* v,  // (B, Tk, Hkv*D)
                                    float* out,      // (B, T, H*D)
-                                   const StickBreakingDims& d) {
+                                   const AttentionDims& d) {
+  using namespace heads;
   using namespace stick_breaking_detail;
-  const int64_t B = d.B, T = d.T, H = d.H, Hkv = d.Hkv, D = d.D, group = H / Hkv;
+  const int64_t B = d.B, T = d.T, Tk = d.Tk, past = d.past(), H = d.H, Hkv = d.Hkv, D = d.D, group = d.group();
   const int64_t qs = H * D, ks = Hkv * D, bt = std::min(T, block_rows);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   if (B * H * T == 0) return;
@@ -133,21 +113,21 @@ inline void stick_breaking_forward(const float* q,  // (B, T, H*D)
   {
     // 64-byte aligned, so that Eigen's vectorised reductions split the same way in every run
     // (an address-dependent split would change the rounding: see docs/reliability.md).
-    Tensor scratch_buf = Tensor::empty(Shape{2 * bt * T + T});  // Z, A of a block, a row of ls(-z)
+    Tensor scratch_buf = Tensor::empty(Shape{2 * bt * Tk + Tk});  // Z, A of a block, a row of ls(-z)
     float* const scratch = scratch_buf.data();
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t h = 0; h < H; ++h) {
         const int64_t g = h / group;
-        const auto K = head(k + b * T * ks + g * D, T, D, ks);
-        const auto V = head(v + b * T * ks + g * D, T, D, ks);
+        const auto K = head(k + b * Tk * ks + g * D, Tk, D, ks);  // (Tk, D)
+        const auto V = head(v + b * Tk * ks + g * D, Tk, D, ks);  // (Tk, D)
         for (int64_t i0 = 0; i0 < T; i0 += bt) {
-          const int64_t n = std::min(bt, T - i0), i1 = i0 + n;
+          const int64_t n = std::min(bt, T - i0), i1 = i0 + n, keys = past + i1;
           const auto Q = head(q + (b * T + i0) * qs + h * D, n, D, qs);  // (n, D)
-          Block Z(scratch, n, i1), A(scratch + bt * T, n, i1);
-          Z.noalias() = (Q * K.topRows(i1).transpose()) * scale;
-          stick_breaking_weights(Z, A, scratch + 2 * bt * T, i0);
-          head(out + (b * T + i0) * qs + h * D, n, D, qs).noalias() = A * V.topRows(i1);
+          Block Z(scratch, n, keys), A(scratch + bt * Tk, n, keys);
+          Z.noalias() = (Q * K.topRows(keys).transpose()) * scale;
+          stick_breaking_weights(Z, A, scratch + 2 * bt * Tk, past + i0);
+          head(out + (b * T + i0) * qs + h * D, n, D, qs).noalias() = A * V.topRows(keys);
         }
       }
     }
@@ -156,15 +136,16 @@ inline void stick_breaking_forward(const float* q,  // (B, T, H*D)
 
 // Accumulates (+=) dq, dk, dv from dout; any of the three may be null (not needed).
 inline void stick_breaking_backward(const float* q,     // (B, T, H*D)
-                                    const float* k,     // (B, T, Hkv*D)
-                                    const float* v,     // (B, T, Hkv*D)
+                                    const float* k,     // (B, Tk, Hkv*D), Tk = past + T
+                                    const float* v,     // (B, Tk, Hkv*D)
                                     const float* dout,  // (B, T, H*D)
                                     float* dq,          // (B, T, H*D)   or null
-                                    float* dk,          // (B, T, Hkv*D) or null
-                                    float* dv,          // (B, T, Hkv*D) or null
-                                    const StickBreakingDims& d) {
+                                    float* dk,          // (B, Tk, Hkv*D) or null
+                                    float* dv,          // (B, Tk, Hkv*D) or null
+                                    const AttentionDims& d) {
+  using namespace heads;
   using namespace stick_breaking_detail;
-  const int64_t B = d.B, T = d.T, H = d.H, Hkv = d.Hkv, D = d.D, group = H / Hkv;
+  const int64_t B = d.B, T = d.T, Tk = d.Tk, past = d.past(), H = d.H, Hkv = d.Hkv, D = d.D, group = d.group();
   const int64_t qs = H * D, ks = Hkv * D, bt = std::min(T, block_rows);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   if (B * H * T == 0 || !(dq || dk || dv)) return;
@@ -173,27 +154,27 @@ inline void stick_breaking_backward(const float* q,     // (B, T, H*D)
   {
     // 64-byte aligned, so that Eigen's vectorised reductions split the same way in every run
     // (an address-dependent split would change the rounding: see docs/reliability.md).
-    Tensor scratch_buf = Tensor::empty(Shape{3 * bt * T + T});  // Z, A, dA (then dZ), a row
+    Tensor scratch_buf = Tensor::empty(Shape{3 * bt * Tk + Tk});  // Z, A, dA (then dZ), a row
     float* const scratch = scratch_buf.data();
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t g = 0; g < Hkv; ++g) {  // this thread owns dK_g and dV_g
-        const auto K = head(k + b * T * ks + g * D, T, D, ks);
-        const auto V = head(v + b * T * ks + g * D, T, D, ks);
+        const auto K = head(k + b * Tk * ks + g * D, Tk, D, ks);  // (Tk, D)
+        const auto V = head(v + b * Tk * ks + g * D, Tk, D, ks);  // (Tk, D)
         for (int64_t h = g * group; h < (g + 1) * group; ++h) {
           for (int64_t i0 = 0; i0 < T; i0 += bt) {
-            const int64_t n = std::min(bt, T - i0), i1 = i0 + n;
+            const int64_t n = std::min(bt, T - i0), i1 = i0 + n, keys = past + i1;
             const int64_t row0 = (b * T + i0) * qs + h * D;
             const auto Q = head(q + row0, n, D, qs);      // (n, D)
             const auto dO = head(dout + row0, n, D, qs);  // (n, D)
-            Block Z(scratch, n, i1), A(scratch + bt * T, n, i1), dZ(scratch + 2 * bt * T, n, i1);
-            Z.noalias() = (Q * K.topRows(i1).transpose()) * scale;
-            stick_breaking_weights(Z, A, scratch + 3 * bt * T, i0);
-            if (dv) head(dv + b * T * ks + g * D, i1, D, ks).noalias() += A.transpose() * dO;  // dV += A^T dO
+            Block Z(scratch, n, keys), A(scratch + bt * Tk, n, keys), dZ(scratch + 2 * bt * Tk, n, keys);
+            Z.noalias() = (Q * K.topRows(keys).transpose()) * scale;
+            stick_breaking_weights(Z, A, scratch + 3 * bt * Tk, past + i0);
+            if (dv) head(dv + b * Tk * ks + g * D, keys, D, ks).noalias() += A.transpose() * dO;  // dV += A^T dO
             if (!(dq || dk)) continue;
-            dZ.noalias() = dO * V.topRows(i1).transpose();  // dA_ij = dO_i . v_j
+            dZ.noalias() = dO * V.topRows(keys).transpose();  // dA_ij = dO_i . v_j
             for (int64_t r = 0; r < n; ++r) {
-              const int64_t i = i0 + r;
+              const int64_t i = past + i0 + r;
               double prefix = 0.0;  // sum_{j < m} c_ij
               for (int64_t m = 0; m <= i; ++m) {
                 const float z = Z(r, m);
@@ -203,10 +184,10 @@ inline void stick_breaking_backward(const float* q,     // (B, T, H*D)
                 dZ(r, m) = static_cast<float>((c * one_minus_p - p * prefix) * scale);  // scale folded in
                 prefix += c;
               }
-              for (int64_t m = i + 1; m < i1; ++m) dZ(r, m) = 0.0f;
+              for (int64_t m = i + 1; m < keys; ++m) dZ(r, m) = 0.0f;
             }
-            if (dq) head(dq + row0, n, D, qs).noalias() += dZ * K.topRows(i1);                     // dQ += dZ K s
-            if (dk) head(dk + b * T * ks + g * D, i1, D, ks).noalias() += dZ.transpose() * Q;  // dK += dZ^T Q s
+            if (dq) head(dq + row0, n, D, qs).noalias() += dZ * K.topRows(keys);                      // dQ += dZ K s
+            if (dk) head(dk + b * Tk * ks + g * D, keys, D, ks).noalias() += dZ.transpose() * Q;  // dK += dZ^T Q s
           }
         }
       }
@@ -223,30 +204,13 @@ inline void stick_breaking_backward(const float* q,     // (B, T, H*D)
 namespace nr {
 
 // Causal stick-breaking attention with grouped-query heads; see the top of this file.
-//   q (B, T, H*D), k (B, T, Hkv*D), v (B, T, Hkv*D) -> (B, T, H*D), H = n_heads, Hkv = n_kv_heads.
-inline Var stick_breaking_attention(const Var& q, const Var& k, const Var& v, int64_t n_heads, int64_t n_kv_heads) {
-  const char* op = "stick_breaking_attention";
-  detail::expect_dense(q, op, "q");
-  detail::expect_dense(k, op, "k");
-  detail::expect_dense(v, op, "v");
-  if (n_heads < 1 || n_kv_heads < 1 || n_heads % n_kv_heads != 0)
-    throw ValueError(fmt::format("{}: n_heads = {} must be a positive multiple of n_kv_heads = {} (grouped-query heads)",
-                                 op, n_heads, n_kv_heads));
+//   q (B, T, H*D), k (B, past + T, Hkv*D), v (B, past + T, Hkv*D) -> (B, T, H*D), H = n_heads,
+//   Hkv = n_kv_heads; query row i is step past + i (past > 0: keys from a KV cache).
+inline Var stick_breaking_attention(const Var& q, const Var& k, const Var& v, int64_t n_heads, int64_t n_kv_heads,
+                                    int64_t past = 0) {
+  const cpu::AttentionDims d =
+      detail::attention_dims("stick_breaking_attention", q, k, v, n_heads, n_kv_heads, past);
   const Shape& qs = q.shape();
-  const Shape& ks = k.shape();
-  const Shape& vs = v.shape();
-  auto fail = [&](const std::string& why) {
-    return ShapeError(fmt::format("{}: q {}, k {}, v {} with {} query and {} key/value heads: {}", op, qs.str(),
-                                  ks.str(), vs.str(), n_heads, n_kv_heads, why));
-  };
-  if (qs.rank() != 3 || ks.rank() != 3 || vs.rank() != 3) throw fail("expected (B, T, heads*D) for all three");
-  if (!(ks == vs)) throw fail("k and v must have the same shape");
-  if (qs[0] != ks[0] || qs[1] != ks[1]) throw fail("batch and time dimensions differ");
-  if (qs[2] == 0 || qs[2] % n_heads != 0)
-    throw fail(fmt::format("q's last dimension {} is not a positive multiple of {} heads", qs[2], n_heads));
-  const cpu::StickBreakingDims d{.B = qs[0], .T = qs[1], .H = n_heads, .Hkv = n_kv_heads, .D = qs[2] / n_heads};
-  if (ks[2] != n_kv_heads * d.D)
-    throw fail(fmt::format("k's last dimension {} is not {} key/value heads of size {}", ks[2], n_kv_heads, d.D));
 
   Tensor o = Tensor::empty(qs);  // (B, T, H*D)
   cpu::stick_breaking_forward(q.value().data(), k.value().data(), v.value().data(), o.data(), d);
