@@ -13,11 +13,11 @@
 #include <string>
 #include <vector>
 
-#include "nr/data/corpus_assembly.hpp"
-#include "nr/data/corpus_builder.hpp"
+#include "corpus/corpus_assembly.hpp"
+#include "corpus/corpus_builder.hpp"
+#include "corpus/html_text.hpp"
+#include "corpus/text_render.hpp"
 #include "nr/data/domain.hpp"
-#include "nr/data/html_text.hpp"
-#include "nr/data/text_render.hpp"
 #include "nr/data/utf8.hpp"
 
 namespace fs = std::filesystem;

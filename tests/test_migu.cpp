@@ -13,7 +13,7 @@
 #include "nr/ext/lora.hpp"
 #include "nr/optim/adamw.hpp"
 #include "nr/optim/gradient_mask.hpp"
-#include "nr/optim/migu_linear.hpp"
+#include "nr/ext/migu.hpp"
 #include "nr/testing/gradcheck.hpp"
 #include "nr/train/step.hpp"
 

@@ -207,3 +207,24 @@ TEST_CASE("the model rejects sequences longer than its context", "[model][errors
   REQUIRE_THROWS_WITH(nr::Llama(bad, 1), Catch::Contains("num_key_value_heads"));
   REQUIRE_THROWS_AS(nr::preset("huge"), nr::ValueError);
 }
+
+TEST_CASE("the model refuses a config whose hidden_act its FFN type does not compute", "[model][errors]") {
+  nr::ModelConfig gelu = micro_config();
+  gelu.hidden_act = "gelu_pytorch_tanh";
+  // A Llama (SiLU FFN) asked for GELU: refused, the message names both activations.
+  try {
+    nr::Llama m(gelu, 1);
+    FAIL("a SiLU model accepted hidden_act = gelu_pytorch_tanh");
+  } catch (const nr::ValueError& e) {
+    const std::string what = e.what();
+    CHECK(what.find("'gelu_pytorch_tanh'") != std::string::npos);
+    CHECK(what.find("'silu'") != std::string::npos);
+  }
+  // The converse, and the matching pairs build.
+  REQUIRE_THROWS_AS(nr::LanguageModel<nr::GemmaStyleBlock>(micro_config(), 1), nr::ValueError);
+  CHECK_NOTHROW(nr::LanguageModel<nr::GemmaStyleBlock>(gelu, 1));
+  CHECK_NOTHROW(nr::Llama(micro_config(), 1));
+  // Blocks built by a factory are checked too (mixtures of experts declare their experts' act).
+  using MoeBlock = nr::Block<nr::Attention<>, nr::Experts<nr::Silu>>;
+  static_assert(nr::detail::block_hidden_act<MoeBlock>() != nullptr);
+}

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "nr/data/multiple_choice_builder.hpp"
+#include "corpus/multiple_choice_builder.hpp"
 #include "nr/nr.hpp"
 
 namespace fs = std::filesystem;
@@ -18,6 +18,42 @@ struct FavoursB {
   nr::Var operator()(const nr::Indices& ids) const {
     nr::Tensor logits = nr::Tensor::zeros(nr::Shape{ids.shape[0], ids.shape[1], 256});
     for (int64_t r = 0; r < ids.shape[0] * ids.shape[1]; ++r) logits.data()[r * 256 + 'b'] = 5.0f;
+    return nr::Var(logits);
+  }
+};
+
+// A toy multi-byte tokenizer: ids 0..255 are bytes, 256 = "ab", 257 = " xyz"; encoding takes the
+// longest piece that matches, else one byte.
+struct PieceTokenizer {
+  std::vector<std::string> pieces = {"ab", " xyz"};
+  int64_t vocab_size() const { return 258; }
+  std::vector<int32_t> encode(std::string_view text) const {
+    std::vector<int32_t> ids;
+    for (size_t i = 0; i < text.size();) {
+      int32_t id = static_cast<unsigned char>(text[i]);
+      size_t len = 1;
+      for (size_t p = 0; p < pieces.size(); ++p)
+        if (text.substr(i, pieces[p].size()) == pieces[p] && pieces[p].size() > len) {
+          id = static_cast<int32_t>(256 + p);
+          len = pieces[p].size();
+        }
+      ids.push_back(id);
+      i += len;
+    }
+    return ids;
+  }
+  std::string decode(const std::vector<int32_t>& ids) const {
+    std::string s;
+    for (int32_t id : ids) s += id < 256 ? std::string(1, static_cast<char>(id)) : pieces[static_cast<size_t>(id - 256)];
+    return s;
+  }
+};
+
+// Logit 5 for " xyz" (id 257), 0 for the other 257 ids.
+struct FavoursXyz {
+  nr::Var operator()(const nr::Indices& ids) const {
+    nr::Tensor logits = nr::Tensor::zeros(nr::Shape{ids.shape[0], ids.shape[1], 258});
+    for (int64_t r = 0; r < ids.shape[0] * ids.shape[1]; ++r) logits.data()[r * 258 + 257] = 5.0f;
     return nr::Var(logits);
   }
 };
@@ -42,6 +78,7 @@ TEST_CASE("acc and acc_norm differ on a crafted item", "[eval][mc]") {
   CHECK(s.loglik[0] == Approx(2 * ll_other));
   CHECK(s.loglik[1] == Approx(ll_other + 8 * ll_b));
   CHECK(s.chars[1] == 9.0);
+  CHECK(s.bytes[1] == 9.0);
   CHECK(nr::best_choice(s, false) == 0);
   CHECK(nr::best_choice(s, true) == 1);
   const nr::MultipleChoiceResult r = nr::evaluate_multiple_choice(FavoursB{}, {item, item}, 0, 64);
@@ -95,4 +132,53 @@ TEST_CASE("parallel items share paragraph indices across languages", "[data][mc]
   CHECK(back[0].context == items.at("en")[0].context);
   CHECK(back[0].choices == items.at("en")[0].choices);
   fs::remove_all(dir);
+}
+
+TEST_CASE("the byte tokenizer's forms give the same numbers as the generic ones", "[eval][mc]") {
+  const nr::ByteTokenizer tok;
+  const std::vector<double> a = nr::continuation_logliks(FavoursB{}, {"ctx", "été"}, {" a", " bbbb"}, 64);
+  const std::vector<double> b = nr::continuation_logliks(FavoursB{}, tok, {"ctx", "été"}, {" a", " bbbb"}, 64);
+  CHECK(a == b);
+  nr::ChoiceItem item{"question", {"a", "bbbbbbbb", "été"}, 1};
+  const nr::ChoiceScores s = nr::score_item(FavoursB{}, tok, item, "", 64);
+  CHECK(s.loglik == nr::score_item(FavoursB{}, item, "", 64).loglik);
+  CHECK(s.bytes[2] == 6.0);  // " été": acc_norm divides by UTF-8 bytes ...
+  CHECK(s.chars[2] == 4.0);  // ... not code points
+  const nr::MultipleChoiceResult r1 = nr::evaluate_multiple_choice(FavoursB{}, {item, item}, 1, 64);
+  const nr::MultipleChoiceResult r2 = nr::evaluate_multiple_choice(FavoursB{}, tok, {item, item}, 1, 64);
+  CHECK(r1.acc == r2.acc);
+  CHECK(r1.acc_norm == r2.acc_norm);
+  CHECK(r2.acc_norm == 1.0);
+}
+
+TEST_CASE("context and continuation are tokenised as lm-evaluation-harness does", "[eval][mc]") {
+  const PieceTokenizer tok;
+  // A token across the boundary: whole = encode("ab c") = [ab, ' ', c], encode("a") has 1 id, so
+  // the continuation is whole[1:] = [' ', c] and the context the whole text's first id [ab].
+  nr::ContinuationTokens t = nr::split_continuation(tok, "a", "b c");
+  CHECK(t.context == std::vector<int32_t>{256});
+  CHECK(t.continuation == std::vector<int32_t>{' ', 'c'});
+  // Trailing spaces of the context move to the continuation: "q " + "xyz" -> "q" + " xyz".
+  t = nr::split_continuation(tok, "q ", "xyz");
+  CHECK(t.context == std::vector<int32_t>{'q'});
+  CHECK(t.continuation == std::vector<int32_t>{257});
+  t = nr::split_continuation(tok, "q", " xyz");
+  CHECK(t.continuation == std::vector<int32_t>{257});
+  // Log-likelihoods count the continuation's tokens: " xyz" is one likely token, " xyy" four.
+  const double lz = std::log(std::exp(5.0) + 257.0);
+  const std::vector<double> ll = nr::continuation_logliks(FavoursXyz{}, tok, {"q ", "q", ""}, {"xyz", " xyy", " xyz"}, 8);
+  CHECK(ll[0] == Approx(5.0 - lz).epsilon(1e-6));
+  CHECK(ll[1] == Approx(-4 * lz).epsilon(1e-6));
+  CHECK(ll[2] == Approx(5.0 - lz).epsilon(1e-6));  // empty context: predicted from encode("\n")
+  // acc picks " xyz" (one token); acc_norm divides by bytes (4 for both), the same choice here.
+  nr::ChoiceItem item{"q", {"xyy", "xyz"}, 1};
+  const nr::ChoiceScores s = nr::score_item(FavoursXyz{}, tok, item, "", 8);
+  CHECK(s.bytes == std::vector<double>{4.0, 4.0});
+  CHECK(nr::best_choice(s, false) == 1);
+  CHECK(nr::best_choice(s, true) == 1);
+  const nr::MultipleChoiceResult r = nr::evaluate_multiple_choice(FavoursXyz{}, tok, {item, item, item}, 2, 32);
+  CHECK(r.acc == 1.0);
+  CHECK(r.acc_norm == 1.0);
+  // A continuation swallowed by the context's last token has no token of its own.
+  REQUIRE_THROWS_AS(nr::continuation_logliks(FavoursXyz{}, tok, {"a"}, {"b"}, 8), nr::ValueError);
 }

@@ -91,6 +91,7 @@ inline std::vector<double> column_sums(const Tensor& probs) {
 template <class Act = Silu>
 struct Experts {
   using Expert = GatedFfn<Act>;
+  static constexpr const char* hidden_act = Act::hf_name;  // compared with ModelConfig::hidden_act
 
   Router router;
   std::vector<Expert> experts;      // E experts, each (h, C) gate/up and (C, h) down

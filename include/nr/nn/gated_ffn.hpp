@@ -22,6 +22,8 @@ struct GeluTanh {
 
 template <class Act = Silu, class LinearT = Linear>
 struct GatedFfn {
+  // The ModelConfig::hidden_act this FFN computes; LanguageModel's constructor compares them.
+  static constexpr const char* hidden_act = Act::hf_name;
   LinearT gate_proj, up_proj, down_proj;
 
   GatedFfn() = default;

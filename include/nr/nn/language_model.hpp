@@ -9,6 +9,7 @@
 
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "nr/nn/attention.hpp"
@@ -18,6 +19,18 @@
 #include "nr/ops/cross_entropy.hpp"
 
 namespace nr {
+
+namespace detail {
+// The hidden_act of a block's FFN (its `mlp`), fixed at compile time by the FFN type, or nullptr
+// for an FFN that does not declare one.
+template <class BlockT>
+constexpr const char* block_hidden_act() {
+  if constexpr (requires { std::remove_cvref_t<decltype(std::declval<BlockT&>().mlp)>::hidden_act; })
+    return std::remove_cvref_t<decltype(std::declval<BlockT&>().mlp)>::hidden_act;
+  else
+    return nullptr;
+}
+}  // namespace detail
 
 template <class BlockT>
 struct LanguageModel {
@@ -38,6 +51,13 @@ struct LanguageModel {
     requires std::is_invocable_r_v<BlockT, MakeBlock&, int64_t, Rng&>
   LanguageModel(const ModelConfig& c, uint64_t seed, MakeBlock&& make_block) : config(c) {
     c.validate();
+    // The activation is a compile-time choice of the FFN type: a config asking for another one
+    // would silently compute the wrong function.
+    if constexpr (constexpr const char* act = detail::block_hidden_act<BlockT>(); act != nullptr)
+      if (c.hidden_act != act)
+        throw ValueError(fmt::format("LanguageModel: the config's hidden_act is '{}' but this model type's FFN computes "
+                                     "'{}'; build the model type whose FFN matches the config",
+                                     c.hidden_act, act));
     Rng rng(seed);
     embed_tokens = Embedding(c.vocab_size, c.hidden_size, rng);
     for (int64_t l = 0; l < c.num_hidden_layers; ++l) {

@@ -2,7 +2,8 @@
 // "Updating gradient via a magnitude-based mask", Section 3.3 for Transformers and LoRA).
 //
 // For a weight W (out, in) whose layer recorded its output magnitudes during the forward pass
-// (optim/migu_linear.hpp), with threshold ratio T (default 0.7):
+// (an OutputMagnitudes record, below, fed by the layers of ext/migu.hpp), with threshold ratio T
+// (default 0.7):
 //   n_i  = the batch's magnitude of output unit i: the mean over tokens of the normalised
 //          magnitude |h_i| / sum_j |h_j| (the "normalized magnitude distribution" the paper
 //          computes per token and averages over the batch), or of |h_i| itself with
@@ -26,8 +27,13 @@
 // "rather than" x_B (the equation numbers it cites are swapped); lora_b_source = layer_output
 // (default) follows that, branch_output uses the LoRA branch x_B = s x_A B^T instead.
 //
-// Use: build the model from MiguLinear / MiguLoraLinear layers (MiguLlama, MiguLoraLlama), enable
-// LoRA if wanted, create the optimizer, then
+// This header sees parameters and records only, never modules: mask.add(param, record) registers
+// one parameter. Walking a model to register its layers is ext/migu.hpp's job; with it included,
+// MiguMask(model, cfg) calls the register_migu_sources(mask, model) that ext/migu.hpp defines
+// for its layer types (found by argument-dependent lookup; any other model type may provide one).
+//
+// Use: build the model from MiguLinear / MiguLoraLinear layers (MiguLlama, MiguLoraLlama, in
+// ext/migu.hpp), enable LoRA if wanted, create the optimizer, then
 //   nr::MiguMask migu(model, {.threshold = 0.7});
 //   migu.attach(opt);               // apply() runs at the start of every opt.step()
 // and train as usual (nr::train_step). Without attach(), call migu.apply(opt) between backward and
@@ -45,10 +51,49 @@
 
 #include <fmt/format.h>
 
+#include "nr/core/tensor.hpp"
 #include "nr/optim/adamw.hpp"
-#include "nr/optim/migu_linear.hpp"
 
 namespace nr {
+
+// Per-unit output magnitudes summed over the tokens seen since the last clear(): what a layer
+// records during a training forward pass, for every token (row) of its output y (..., units),
+//   raw[i]        += |h_i|                       the L1 magnitude of unit i
+//   normalized[i] += |h_i| / sum_j |h_j|         the token's normalised magnitude distribution.
+struct OutputMagnitudes {
+  std::vector<double> raw;         // (units,) sum over tokens of |h_i|
+  std::vector<double> normalized;  // (units,) sum over tokens of |h_i| / sum_j |h_j|
+  int64_t tokens = 0;
+
+  // y (..., units): one token per row.
+  void add(const Tensor& y) {
+    const int64_t units = y.shape().back(), rows = y.shape().rows();
+    if (static_cast<int64_t>(raw.size()) != units) {
+      raw.assign(static_cast<size_t>(units), 0.0);
+      normalized.assign(static_cast<size_t>(units), 0.0);
+      tokens = 0;
+    }
+    const Tensor c = y.contiguous();
+    const float* p = c.data();
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = p + r * units;
+      double l1 = 0.0;
+      for (int64_t i = 0; i < units; ++i) l1 += std::abs(static_cast<double>(row[i]));
+      const double inv = l1 > 0.0 ? 1.0 / l1 : 0.0;
+      for (int64_t i = 0; i < units; ++i) {
+        const double a = std::abs(static_cast<double>(row[i]));
+        raw[static_cast<size_t>(i)] += a;
+        normalized[static_cast<size_t>(i)] += a * inv;
+      }
+    }
+    tokens += rows;
+  }
+  void clear() {
+    std::fill(raw.begin(), raw.end(), 0.0);
+    std::fill(normalized.begin(), normalized.end(), 0.0);
+    tokens = 0;
+  }
+};
 
 enum class MiguLoraSource { layer_output, branch_output };
 
@@ -61,26 +106,18 @@ struct MiguConfig {
 class MiguMask {
  public:
   MiguMask() : state_(std::make_shared<State>()) {}
-  // Registers every MiguLinear / MiguLoraLinear projection of the model's blocks (q, k, v, o,
-  // gate, up and down projections, those the block has).
-  template <class Model>
-  MiguMask(Model& model, MiguConfig cfg) : MiguMask() {
+  explicit MiguMask(MiguConfig cfg) : MiguMask() {
     if (!(cfg.threshold >= 0.0 && cfg.threshold <= 1.0))
       throw ValueError(fmt::format("MIGU: threshold ratio T must be in [0, 1], got {}", cfg.threshold));
     state_->config = cfg;
-    for (auto& layer : model.layers) {
-      if constexpr (requires { layer.self_attn.q_proj; layer.self_attn.o_proj; }) {
-        add_layer(layer.self_attn.q_proj);
-        add_layer(layer.self_attn.k_proj);
-        add_layer(layer.self_attn.v_proj);
-        add_layer(layer.self_attn.o_proj);
-      }
-      if constexpr (requires { layer.mlp.gate_proj; layer.mlp.down_proj; }) {
-        add_layer(layer.mlp.gate_proj);
-        add_layer(layer.mlp.up_proj);
-        add_layer(layer.mlp.down_proj);
-      }
-    }
+  }
+  // Registers the recorded parameters of `source` (a model) through the register_migu_sources
+  // (mask, source) found for its type: ext/migu.hpp defines it for models built from MiguLinear
+  // / MiguLoraLinear projections (q, k, v, o, gate, up and down, those the blocks have).
+  template <class Source>
+    requires requires(MiguMask& m, Source& s) { register_migu_sources(m, s); }
+  MiguMask(Source& source, MiguConfig cfg) : MiguMask(cfg) {
+    register_migu_sources(*this, source);
   }
 
   const MiguConfig& config() const { return state_->config; }
@@ -91,16 +128,6 @@ class MiguMask {
   void add(const Var& param, std::shared_ptr<OutputMagnitudes> source) {
     state_->entries.push_back(Entry{param, std::move(source)});
   }
-  void add_layer(MiguLinear& l) { add(l.weight, l.magnitudes); }
-  void add_layer(MiguLoraLinear& l) {
-    add(l.weight, l.weight_out);
-    if (l.rank() > 0) {
-      add(l.lora_A, l.a_out);
-      add(l.lora_B, state_->config.lora_b_source == MiguLoraSource::layer_output ? l.layer_out : l.b_branch);
-    }
-  }
-  template <class Other>
-  void add_layer(Other&) {}  // plain Linear / LoraLinear layers record nothing: not masked
 
   // The keep flags of Eq. 4-5 for magnitudes n (one per row): the out - floor(T out) largest.
   static std::vector<uint8_t> top_rows(const std::vector<double>& n, double threshold) {

@@ -1,4 +1,4 @@
-// nr/data/corpus_assembly.hpp — from rendered documents to one domain's train and valid text.
+// tools/corpus/corpus_assembly.hpp — from rendered documents to one domain's train and valid text.
 //
 // The rules, all deterministic (same documents in the same order -> byte-identical output, on
 // every platform: the hash is FNV-1a 64, never std::hash):

@@ -1,6 +1,6 @@
-// nr/data/text_render.hpp — turning documentation sources into plain UTF-8 text.
+// tools/corpus/text_render.hpp — turning documentation sources into plain UTF-8 text.
 //
-// The corpus builder (nr/data/corpus_builder.hpp) feeds a language model with real prose from
+// The corpus builder (corpus/corpus_builder.hpp) feeds a language model with real prose from
 // three kinds of Debian documentation. Each has a renderer here that returns plain text: lines
 // without trailing blanks, paragraphs separated by one blank line, valid UTF-8, no control
 // characters except tab and newline.
@@ -33,8 +33,8 @@
 #include <fmt/format.h>
 
 #include "nr/core/error.hpp"
-#include "nr/data/html_text.hpp"
-#include "nr/data/subprocess.hpp"
+#include "corpus/html_text.hpp"
+#include "corpus/subprocess.hpp"
 #include "nr/data/utf8.hpp"
 
 namespace nr {

@@ -1,4 +1,4 @@
-// nr/data/subprocess.hpp — running the system tools the corpus builder needs (POSIX only).
+// tools/corpus/subprocess.hpp — running the system tools the corpus builder needs (POSIX only).
 //
 // The corpus builder leans on Debian's own tools instead of re-implementing them: `apt-get
 // download` and `dpkg-deb -x` fetch and unpack packages, `gzip -dc` decompresses, `groff` renders

@@ -1,4 +1,4 @@
-// nr/data/html_text.hpp — a small HTML-to-text converter for documentation pages.
+// tools/corpus/html_text.hpp — a small HTML-to-text converter for documentation pages.
 //
 // Enough HTML for generated documentation (DocBook, Sphinx, texi2html), not a browser:
 //   - dropped with their content: <script>, <style> (raw text), <head>, <title>, <template>,

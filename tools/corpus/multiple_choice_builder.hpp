@@ -1,4 +1,4 @@
-// nr/data/multiple_choice_builder.hpp — parallel multiple-choice items from aligned documents.
+// tools/corpus/multiple_choice_builder.hpp — parallel multiple-choice items from aligned documents.
 //
 // The Debian reference is translated paragraph by paragraph (po4a), so its chapters in English,
 // French and German hold the same paragraphs in the same order. `nrlab corpus` keeps one text

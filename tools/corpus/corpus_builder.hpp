@@ -1,9 +1,9 @@
-// nr/data/corpus_builder.hpp — building the real-text corpus from Debian documentation.
+// tools/corpus/corpus_builder.hpp — building the real-text corpus from Debian documentation.
 //
 // `nrlab corpus --out DIR` calls build_corpus(). It fetches Debian packages into a private
-// cache (nr/data/debian_packages.hpp), lists and renders their documents to plain text
-// (nr/data/corpus_sources.hpp, nr/data/text_render.hpp), and assembles each domain
-// (nr/data/corpus_assembly.hpp: paragraph dedup, split by document, cap). The result,
+// cache (corpus/debian_packages.hpp), lists and renders their documents to plain text
+// (corpus/corpus_sources.hpp, corpus/text_render.hpp), and assembles each domain
+// (corpus/corpus_assembly.hpp: paragraph dedup, split by document, cap). The result,
 // documented in docs/corpus.md:
 //
 //   DIR/en/        English man pages (manpages, manpages-dev, git-man, then the pages already
@@ -45,10 +45,10 @@
 
 #include "nr/config.hpp"
 #include "nr/core/error.hpp"
-#include "nr/data/corpus_assembly.hpp"
-#include "nr/data/corpus_sources.hpp"
-#include "nr/data/debian_packages.hpp"
-#include "nr/data/text_render.hpp"
+#include "corpus/corpus_assembly.hpp"
+#include "corpus/corpus_sources.hpp"
+#include "corpus/debian_packages.hpp"
+#include "corpus/text_render.hpp"
 #include "nr/io/atomic_file.hpp"
 
 namespace nr {

@@ -1,4 +1,4 @@
-// nr/data/debian_packages.hpp — fetching Debian packages into a private cache, without
+// tools/corpus/debian_packages.hpp — fetching Debian packages into a private cache, without
 // installing them.
 //
 // For each package the cache holds the .deb (`CACHE/debs/NAME_VERSION_ARCH.deb`, from
@@ -23,7 +23,7 @@
 #include <fmt/format.h>
 
 #include "nr/core/error.hpp"
-#include "nr/data/subprocess.hpp"
+#include "corpus/subprocess.hpp"
 #include "nr/io/atomic_file.hpp"
 
 namespace nr {

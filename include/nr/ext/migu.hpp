@@ -1,15 +1,15 @@
-// nr/optim/migu_linear.hpp — linear layers that record the magnitude of their outputs, the
-// forward half of MIGU (MagnItude-based Gradient Updating, the MIGU paper, Section 3.2, "Caching
-// output magnitudes"; Section 3.3 for LoRA).
+// nr/ext/migu.hpp — linear layers that record the magnitude of their outputs, the forward half of
+// MIGU (MagnItude-based Gradient Updating, the MIGU paper, Section 3.2, "Caching output
+// magnitudes"; Section 3.3 for LoRA), and their registration with the mask.
 //
 // For a linear layer y = x W^T, W (out, in), each output unit i of each token gives h_i = x . w_i.
 // During a training forward pass (gradients enabled, weight trainable) the layer adds, for every
 // token (row) of y (..., out),
 //   raw[i]        += |h_i|                       the L1 magnitude of unit i
 //   normalized[i] += |h_i| / sum_j |h_j|         the token's normalised magnitude distribution
-// into an OutputMagnitudes record shared with the gradient mask (optim/gradient_mask.hpp), which
-// turns the batch's sums into the mask before the optimizer step and clears them. Evaluation
-// (NoGrad) and frozen weights record nothing.
+// into an OutputMagnitudes record shared with the gradient mask (optim/gradient_mask.hpp, which
+// sees only parameters and records), which turns the batch's sums into the mask before the
+// optimizer step and clears them. Evaluation (NoGrad) and frozen weights record nothing.
 //
 // Two drop-in layer types, chosen at compile time as the LinearT of Attention and GatedFfn:
 //   MiguLinear      a Linear (full fine-tuning): records W's output;
@@ -21,11 +21,14 @@
 //                   the mask of B reads x_O or x_B (MiguConfig::lora_b_source).
 // The records are held by shared_ptr so that copies of a layer (a model copied, a vector of
 // blocks reallocated) keep feeding the same record, as copies of a Var share its value.
+// register_migu_sources(mask, model) hands a model's records to a MiguMask; MiguMask(model, cfg)
+// calls it.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "nr/ext/lora.hpp"
@@ -34,44 +37,9 @@
 #include "nr/nn/gated_ffn.hpp"
 #include "nr/nn/language_model.hpp"
 #include "nr/nn/linear.hpp"
+#include "nr/optim/gradient_mask.hpp"
 
 namespace nr {
-
-// Per-unit output magnitudes summed over the tokens seen since the last clear().
-struct OutputMagnitudes {
-  std::vector<double> raw;         // (units,) sum over tokens of |h_i|
-  std::vector<double> normalized;  // (units,) sum over tokens of |h_i| / sum_j |h_j|
-  int64_t tokens = 0;
-
-  // y (..., units): one token per row.
-  void add(const Tensor& y) {
-    const int64_t units = y.shape().back(), rows = y.shape().rows();
-    if (static_cast<int64_t>(raw.size()) != units) {
-      raw.assign(static_cast<size_t>(units), 0.0);
-      normalized.assign(static_cast<size_t>(units), 0.0);
-      tokens = 0;
-    }
-    const Tensor c = y.contiguous();
-    const float* p = c.data();
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* row = p + r * units;
-      double l1 = 0.0;
-      for (int64_t i = 0; i < units; ++i) l1 += std::abs(static_cast<double>(row[i]));
-      const double inv = l1 > 0.0 ? 1.0 / l1 : 0.0;
-      for (int64_t i = 0; i < units; ++i) {
-        const double a = std::abs(static_cast<double>(row[i]));
-        raw[static_cast<size_t>(i)] += a;
-        normalized[static_cast<size_t>(i)] += a * inv;
-      }
-    }
-    tokens += rows;
-  }
-  void clear() {
-    std::fill(raw.begin(), raw.end(), 0.0);
-    std::fill(normalized.begin(), normalized.end(), 0.0);
-    tokens = 0;
-  }
-};
 
 namespace detail {
 inline bool recording(const Var& w) { return grad_enabled() && w.defined() && w.requires_grad(); }
@@ -123,5 +91,43 @@ using MiguLlamaBlock = Block<Attention<MiguLinear>, GatedFfn<Silu, MiguLinear>>;
 using MiguLlama = LanguageModel<MiguLlamaBlock>;
 using MiguLoraLlamaBlock = Block<Attention<MiguLoraLinear>, GatedFfn<Silu, MiguLoraLinear>>;
 using MiguLoraLlama = LanguageModel<MiguLoraLlamaBlock>;
+
+// Registration with a MiguMask (optim/gradient_mask.hpp): the parameters of the layers above
+// with the record that masks each. Plain Linear / LoraLinear layers record nothing and are not
+// masked. MiguMask(model, cfg) calls register_migu_sources(mask, model).
+inline void register_migu_sources(MiguMask& mask, MiguLinear& l) { mask.add(l.weight, l.magnitudes); }
+inline void register_migu_sources(MiguMask& mask, MiguLoraLinear& l) {
+  mask.add(l.weight, l.weight_out);
+  if (l.rank() > 0) {
+    mask.add(l.lora_A, l.a_out);
+    mask.add(l.lora_B, mask.config().lora_b_source == MiguLoraSource::layer_output ? l.layer_out : l.b_branch);
+  }
+}
+
+namespace detail {
+template <class L>
+void register_migu_projection(MiguMask& mask, L& l) {
+  if constexpr (std::is_same_v<L, MiguLinear> || std::is_same_v<L, MiguLoraLinear>) register_migu_sources(mask, l);
+}
+}  // namespace detail
+
+// Every MiguLinear / MiguLoraLinear projection of a model's blocks (q, k, v, o, gate, up and down
+// projections, those the block has).
+template <class BlockT>
+void register_migu_sources(MiguMask& mask, LanguageModel<BlockT>& model) {
+  for (auto& layer : model.layers) {
+    if constexpr (requires { layer.self_attn.q_proj; layer.self_attn.o_proj; }) {
+      detail::register_migu_projection(mask, layer.self_attn.q_proj);
+      detail::register_migu_projection(mask, layer.self_attn.k_proj);
+      detail::register_migu_projection(mask, layer.self_attn.v_proj);
+      detail::register_migu_projection(mask, layer.self_attn.o_proj);
+    }
+    if constexpr (requires { layer.mlp.gate_proj; layer.mlp.down_proj; }) {
+      detail::register_migu_projection(mask, layer.mlp.gate_proj);
+      detail::register_migu_projection(mask, layer.mlp.up_proj);
+      detail::register_migu_projection(mask, layer.mlp.down_proj);
+    }
+  }
+}
 
 }  // namespace nr

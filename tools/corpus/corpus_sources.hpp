@@ -1,4 +1,4 @@
-// nr/data/corpus_sources.hpp — finding and rendering the documents of one corpus domain.
+// tools/corpus/corpus_sources.hpp — finding and rendering the documents of one corpus domain.
 //
 // A domain's sources are unpacked Debian packages (and, for some domains, files already
 // installed on this machine). They are listed as *units* — one man page, one info manual with
@@ -25,9 +25,9 @@
 
 #include <fmt/format.h>
 
-#include "nr/data/html_text.hpp"
-#include "nr/data/subprocess.hpp"
-#include "nr/data/text_render.hpp"
+#include "corpus/html_text.hpp"
+#include "corpus/subprocess.hpp"
+#include "corpus/text_render.hpp"
 #include "nr/io/atomic_file.hpp"
 
 namespace nr {
