@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake
-  libeigen3-dev libopenblas-dev libfmt-dev nlohmann-json3-dev
+  libeigen3-dev libopenblas-dev libdnnl-dev libpcre2-dev libfmt-dev nlohmann-json3-dev
   libcli11-dev catch2 libbenchmark-dev
   python3-torch python3-numpy
   clang libomp-dev   # clang++ build (scripts/test.sh with NR_TEST_CLANG=1); libomp: OpenMP for clang

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test.sh — the whole check, in this order:
 #   1. scripts/deps.sh (missing Debian packages only)
-#   2. release preset (-O3 -march=native, -Werror): build + ctest
+#   2. release preset (-O3 -march=native, -Werror): build + ctest, with the SmolLM2 reference
+#      (scripts/fetch_model.sh, scripts/python_env.sh, tests/reference/smollm2_reference.py)
+#      made first for tests/test_smollm2_parity.cpp (skipped without network)
 #   3. debug preset (clang++, ASan + UBSan, -Werror): build + ctest
 #                                                            skip with NR_SKIP_SANITIZERS=1
 #   4. install the release build to a temp prefix; build + run examples/consumer against it
@@ -96,10 +98,47 @@ if [[ -x build/bin/nrlab && ! -f $corpus/manifest.json ]]; then
 fi
 export NR_CORPUS_DIR=$corpus
 
+# The real-model reference for tests/test_smollm2_parity.cpp: SmolLM2-135M's GGUF
+# (scripts/fetch_model.sh) and transformers' own reading of it, made by
+# tests/reference/smollm2_reference.py in the Python environment of scripts/python_env.sh
+# (cached in <cache>/reference/smollm2; recomputed only when the script, the model or the test
+# texts change). Without network the parity tests are skipped with a message saying so.
+source scripts/cache_dir.sh
+smollm2_ref="$(nr_cache_dir)/reference/smollm2"
+step "SmolLM2 reference ($smollm2_ref)"
+t_ref=$SECONDS
+if smollm2_gguf=$(scripts/fetch_model.sh smollm2); then
+  echo "model: $smollm2_gguf ($((SECONDS - t_ref)) s)"
+  t_ref=$SECONDS
+  py_rc=0
+  ref_python=$(scripts/python_env.sh) || py_rc=$?
+  if [[ $py_rc -eq 0 ]]; then
+    echo "Python reference environment: $ref_python ($((SECONDS - t_ref)) s)"
+    t_ref=$SECONDS
+    if "$ref_python" tests/reference/smollm2_reference.py --model "$smollm2_gguf" --out "$smollm2_ref" \
+         >"$tmp/smollm2-reference.log" 2>&1; then
+      grep '^smollm2_reference:' "$tmp/smollm2-reference.log" | tail -n 3 || true
+      echo "reference: $((SECONDS - t_ref)) s"
+      export NR_SMOLLM2_GGUF=$smollm2_gguf NR_SMOLLM2_REFERENCE=$smollm2_ref/reference.json
+    else
+      tail -n 20 "$tmp/smollm2-reference.log" >&2
+      fail "tests/reference/smollm2_reference.py"
+    fi
+  elif [[ $py_rc -eq 3 ]]; then
+    echo "skipped: the package registry is unreachable, so there is no Python reference; test_smollm2_parity is skipped"
+  else
+    fail "scripts/python_env.sh (status $py_rc)"
+  fi
+else
+  echo "skipped: SmolLM2's GGUF could not be fetched (see above); test_smollm2_parity is skipped"
+fi
+
 if [[ $release_configured -eq 1 ]]; then
   step "release tests"
   run_ctest release --preset release -j"$jobs" --timeout 900
 fi
+# A 135M-parameter model under ASan would take most of an hour: real-model tests run in release only.
+unset NR_SMOLLM2_GGUF NR_SMOLLM2_REFERENCE
 
 # --- 3. debug + sanitizers -----------------------------------------------------------------
 if [[ $skip_sanitizers != 1 ]]; then

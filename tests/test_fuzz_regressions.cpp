@@ -16,6 +16,8 @@
 #include "nr/core/error.hpp"
 #include "nr/data/utf8.hpp"
 #include "nr/io/atomic_file.hpp"
+#include "nr/io/gguf.hpp"
+#include "nr/io/gguf_llama.hpp"
 #include "nr/io/model_config_json.hpp"
 #include "nr/io/safetensors.hpp"
 
@@ -106,6 +108,14 @@ TEST_CASE("fuzz seeds parse and fuzz regressions throw nr::Error", "[io][fuzz]")
     CHECK(nr::is_valid_utf8(s));
   }
 
+  const std::vector<fs::path> gguf_seeds = files_in(fuzz_dir / "seeds" / "gguf");
+  REQUIRE(gguf_seeds.size() >= 3);
+  for (const fs::path& p : gguf_seeds) {
+    INFO(p);
+    CHECK_NOTHROW(nr::GgufFile::parse(nr::read_file(p), p.string()));
+  }
+  CHECK(nr::load_llama_gguf(fuzz_dir / "seeds" / "gguf" / "llama.gguf").tensors.size() == 11);
+
   int regressions = 0;
   for (const fs::path& p : files_in(fuzz_dir / "regressions" / "safetensors")) {
     INFO(p);
@@ -115,6 +125,11 @@ TEST_CASE("fuzz seeds parse and fuzz regressions throw nr::Error", "[io][fuzz]")
   for (const fs::path& p : files_in(fuzz_dir / "regressions" / "config_json")) {
     INFO(p);
     CHECK_THROWS_AS(nr::parse_config_json(nr::read_file(p), p.string()), nr::Error);
+    ++regressions;
+  }
+  for (const fs::path& p : files_in(fuzz_dir / "regressions" / "gguf")) {
+    INFO(p);
+    CHECK_THROWS_AS(nr::load_llama_gguf(nr::GgufFile::parse(nr::read_file(p), p.string())), nr::Error);
     ++regressions;
   }
   CHECK(regressions >= 2);

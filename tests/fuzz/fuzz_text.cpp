@@ -1,6 +1,6 @@
 // tests/fuzz/fuzz_text.cpp — libFuzzer target for the corpus text loader and the UTF-8 / text
-// functions it relies on (data/domain.hpp, data/utf8.hpp, data/html_text.hpp,
-// data/text_render.hpp).
+// functions it relies on (data/domain.hpp, data/utf8.hpp, tools/corpus/html_text.hpp,
+// tools/corpus/text_render.hpp).
 //
 // The first input byte picks what is fuzzed; the rest is the text:
 //   0  is_valid_utf8, sanitize_utf8, tidy_text: sanitize_utf8 returns valid UTF-8 without
@@ -20,11 +20,11 @@
 #include <string>
 #include <string_view>
 
+#include "corpus/html_text.hpp"
+#include "corpus/text_render.hpp"
 #include "fuzz_common.hpp"
 #include "nr/core/error.hpp"
 #include "nr/data/domain.hpp"
-#include "nr/data/html_text.hpp"
-#include "nr/data/text_render.hpp"
 #include "nr/data/utf8.hpp"
 
 namespace {

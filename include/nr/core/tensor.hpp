@@ -5,8 +5,10 @@
 // dimensions, slicing along the first dimension) share the storage. Kernels require contiguous
 // inputs except GEMM, which reads a transposed view directly through BLAS's transpose flag.
 //
-// float32 is the only element type the CPU kernels compute in; the dtype tag exists so that a
-// bf16 storage (checkpoints, the CUDA backend's mixed precision) has somewhere to be recorded.
+// float32 is the element type the CPU kernels compute in. bfloat16 (the top 16 bits of a float32:
+// sign, 8-bit exponent, 7 stored mantissa bits) is a storage type: frozen weights kept as BF16
+// (ops/matmul.hpp, store_frozen_as_bf16), read only by the GEMMs (backend/cpu/gemm.hpp) and by
+// to(DType::f32); checkpoints and the CUDA backend's mixed precision record it too.
 #pragma once
 
 #include <algorithm>
@@ -34,6 +36,23 @@ enum class DType : uint8_t { f32, bf16 };
 inline const char* device_name(Device d) { return d == Device::cpu ? "cpu" : "cuda"; }
 inline const char* dtype_name(DType t) { return t == DType::f32 ? "F32" : "BF16"; }
 inline size_t dtype_size(DType t) { return t == DType::f32 ? 4 : 2; }
+
+// float32 -> bfloat16 bits, rounded to nearest, ties to even; NaN stays a (quiet) NaN, and values
+// beyond bf16's largest finite value round to infinity, as IEEE rounding does.
+inline uint16_t bf16_bits_from_float(float f) {
+  uint32_t u = 0;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+// bfloat16 bits -> float32 (exact: the low 16 mantissa bits are zero).
+inline float float_from_bf16_bits(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f = 0.0f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
 
 namespace detail {
 
@@ -256,6 +275,10 @@ class Tensor {
   float* data() { return typed_data(); }
   const float* data() const { return const_cast<Tensor*>(this)->typed_data(); }
 
+  // The raw bfloat16 bits of a BF16 tensor (see bf16_bits_from_float); throws for other dtypes.
+  uint16_t* bf16_data() { return bf16_ptr(); }
+  const uint16_t* bf16_data() const { return const_cast<Tensor*>(this)->bf16_ptr(); }
+
   float item() const {
     if (numel() != 1) throw ShapeError(fmt::format("Tensor::item: shape {} has {} elements, not 1", shape_.str(), numel()));
     return data()[0];
@@ -342,10 +365,33 @@ class Tensor {
   }
   Tensor clone() const {
     Tensor out = empty(shape_, dtype_);
-    if (is_contiguous())
+    if (dtype_ != DType::f32) {  // BF16: a byte copy of a contiguous tensor
+      require_contiguous("clone (BF16)");
+      std::memcpy(out.bf16_data(), bf16_data(), static_cast<size_t>(numel()) * dtype_size(dtype_));
+    } else if (is_contiguous()) {
       std::memcpy(out.data(), data(), static_cast<size_t>(numel()) * sizeof(float));
-    else
+    } else {
       copy_strided(out.data());
+    }
+    return out;
+  }
+  // A contiguous copy in another element type: F32 -> BF16 rounds to nearest even (half the
+  // memory), BF16 -> F32 is exact; the same dtype gives a plain copy (clone()).
+  Tensor to(DType target) const {
+    if (target == dtype_) return clone();
+    Tensor out = empty(shape_, target);
+    const int64_t n = numel();
+    if (target == DType::bf16) {
+      const Tensor src = contiguous();
+      const float* in = src.data();
+      uint16_t* o = out.bf16_data();
+      for (int64_t i = 0; i < n; ++i) o[i] = bf16_bits_from_float(in[i]);
+    } else {
+      require_contiguous("to(F32) of a BF16 tensor");
+      const uint16_t* in = bf16_data();
+      float* o = out.data();
+      for (int64_t i = 0; i < n; ++i) o[i] = float_from_bf16_bits(in[i]);
+    }
     return out;
   }
   void fill_(float v) {
@@ -382,6 +428,12 @@ class Tensor {
     if (dtype_ != DType::f32)
       throw Error(fmt::format("Tensor: float access to a {} tensor of shape {}", dtype_name(dtype_), shape_.str()));
     return static_cast<float*>(storage_->ptr) + offset_;
+  }
+  uint16_t* bf16_ptr() {
+    if (!storage_) throw Error("Tensor: access to an undefined (empty) tensor");
+    if (dtype_ != DType::bf16)
+      throw Error(fmt::format("Tensor: BF16 access to a {} tensor of shape {}", dtype_name(dtype_), shape_.str()));
+    return static_cast<uint16_t*>(storage_->ptr) + offset_;
   }
   void copy_strided(float* out) const {
     const float* src = data();

@@ -14,10 +14,12 @@
 // Read: unknown keys are ignored (real configs carry many). Required, because the shapes of the
 // weights depend on them: vocab_size, hidden_size, intermediate_size, num_hidden_layers,
 // num_attention_heads, max_position_embeddings, rms_norm_eps. Optional, with LlamaConfig's
-// defaults when missing or null: num_key_value_heads (= num_attention_heads), rope_theta (10000),
+// defaults when missing or null: num_key_value_heads (= num_attention_heads), rope_theta (10000;
+// transformers >= 5 writes it as "rope_parameters": {"rope_theta": ..., "rope_type": "default"}),
 // tie_word_embeddings (false), hidden_act ("silu"). Refused, because nr would silently compute
-// something else: a head_dim other than hidden_size / num_attention_heads, a non-null
-// rope_scaling, attention_bias or mlp_bias true. Integers must be JSON integers, real numbers
+// something else: a head_dim other than hidden_size / num_attention_heads, a rope_scaling or
+// rope_parameters other than null or plain RoPE (rope_type "default"), attention_bias or
+// mlp_bias true. Integers must be JSON integers, real numbers
 // may be integers or floats. Every problem (missing field, wrong type, a config that fails
 // ModelConfig::validate, text that is not JSON or nests deeper than 64 levels) throws
 // nr::IoError naming the file and the field.
@@ -111,6 +113,39 @@ class ConfigFieldReader {
   const std::string& source_;
 };
 
+// A RoPE settings object that asks for plain RoPE: {"rope_type": "default", ...} (or "type").
+inline bool is_default_rope(const nlohmann::json& v) {
+  if (!v.is_object()) return false;
+  const auto type = v.contains("rope_type") ? v.find("rope_type") : v.find("type");
+  if (type == v.end() || !type->is_string() || type->get<std::string>() != "default") return false;
+  const auto partial = v.find("partial_rotary_factor");
+  return partial == v.end() || partial->is_null() || (partial->is_number() && partial->get<double>() == 1.0);
+}
+
+// transformers >= 5 writes RoPE as "rope_parameters": {"rope_theta": 100000.0, "rope_type":
+// "default"} instead of a top-level "rope_theta". Plain RoPE only; a theta given in both places
+// must agree.
+inline void read_rope_parameters(const ConfigFieldReader& r, const nlohmann::json& j, const std::string& source,
+                                 double& rope_theta) {
+  const nlohmann::json* p = r.find("rope_parameters", false);
+  if (!p) return;
+  const std::string text = p->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (!is_default_rope(*p))
+    throw IoError(fmt::format("config file '{}': field 'rope_parameters' = {} is not supported (only plain RoPE: "
+                              "rope_type \"default\")",
+                              source, text.size() > 160 ? text.substr(0, 157) + "..." : text));
+  const auto theta = p->find("rope_theta");
+  if (theta == p->end() || theta->is_null()) return;
+  if (!theta->is_number())
+    throw IoError(fmt::format("config file '{}': field 'rope_parameters.rope_theta' is a JSON {}, expected a number",
+                              source, theta->type_name()));
+  const double value = theta->get<double>();
+  if (const auto top = j.find("rope_theta"); top != j.end() && !top->is_null() && value != rope_theta)
+    throw IoError(fmt::format("config file '{}': 'rope_theta' = {} and 'rope_parameters.rope_theta' = {} disagree",
+                              source, rope_theta, value));
+  rope_theta = value;
+}
+
 }  // namespace detail
 
 // The config.json object for c, with the keys of `extra` (a JSON object) added. Throws
@@ -162,6 +197,7 @@ inline ModelConfig config_from_json(const nlohmann::json& j, const std::string& 
   r.read("rms_norm_eps", c.rms_norm_eps, true);
   c.rope_theta = 10000.0;
   r.read("rope_theta", c.rope_theta, false);
+  detail::read_rope_parameters(r, j, source_name, c.rope_theta);
   r.read("max_position_embeddings", c.max_position_embeddings, true);
   c.tie_word_embeddings = false;
   r.read("tie_word_embeddings", c.tie_word_embeddings, false);
@@ -180,7 +216,7 @@ inline ModelConfig config_from_json(const nlohmann::json& j, const std::string& 
     throw IoError(fmt::format("config file '{}': field 'head_dim' = {} differs from hidden_size / num_attention_heads "
                               "= {}, which nr requires",
                               source_name, head_dim, c.head_dim()));
-  if (const nlohmann::json* v = r.find("rope_scaling", false))
+  if (const nlohmann::json* v = r.find("rope_scaling", false); v && !detail::is_default_rope(*v))
     throw IoError(fmt::format("config file '{}': field 'rope_scaling' = {} is not supported (only plain RoPE)",
                               source_name, v->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
   for (const char* key : {"attention_bias", "mlp_bias"}) {
