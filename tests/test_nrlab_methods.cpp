@@ -1,4 +1,4 @@
-// The nrlab command paths of the expert and MIGU methods, run in-process on a nano model with a
+// The recipes behind the nrlab commands (nr/recipes) for the expert and MIGU methods, run in-process on a nano model with a
 // 32-byte context over a small synthetic corpus (seconds): `extend --method experts |
 // migu-finetune | migu-lora` writes results.json and a checkpoint that loads back with the
 // same BPB; MIGU moves exactly the kept rows; `pretrain --arch moe --attention stick-breaking`
@@ -12,11 +12,14 @@
 #include <filesystem>
 #include <fstream>
 
-#include "../examples/nrlab/cmd_extend.hpp"
-#include "../examples/nrlab/cmd_pretrain.hpp"
-#include "../examples/nrlab/cmd_prune.hpp"
+#include <nr/nr.hpp>
+#include <nr/recipes/extend.hpp>
+#include <nr/recipes/load.hpp>
+#include <nr/recipes/pretrain.hpp>
+#include <nr/recipes/prune.hpp>
 
 namespace fs = std::filesystem;
+namespace nrlab = nr::recipes;  // the functions behind the nrlab commands
 
 namespace {
 
@@ -24,6 +27,7 @@ namespace {
 struct Fixture {
   fs::path root;
   Fixture() {
+    nr::set_num_threads(1);
     root = fs::temp_directory_path() / fmt::format("nr_test_nrlab_methods_{}", static_cast<long>(::getpid()));
     fs::remove_all(root);
     const std::vector<std::string> en = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "house"};
@@ -68,11 +72,9 @@ nrlab::PretrainOptions pretrain_options(const fs::path& out) {
   o.steps = 30;
   o.batch = 4;
   o.lr = 3e-3;
-  o.threads = 1;
   o.log_every = 0;
   o.save_every = 1000;
   o.eval_tokens = 2000;
-  o.print_json = false;
   return o;
 }
 
@@ -80,7 +82,7 @@ nrlab::PretrainOptions pretrain_options(const fs::path& out) {
 const fs::path& dense_backbone() {
   static const fs::path dir = [] {
     const fs::path d = fixture().root / "backbone";
-    REQUIRE(nrlab::run_pretrain_command(pretrain_options(d)) == 0);
+    REQUIRE(nrlab::run_pretrain(pretrain_options(d)) == 0);
     return d;
   }();
   return dir;
@@ -97,10 +99,8 @@ nrlab::ExtendOptions extend_options(const fs::path& backbone, const std::string&
   o.out = out.string();
   o.steps = 6;
   o.batch = 4;
-  o.threads = 1;
   o.log_every = 0;
   o.eval_tokens = 1500;
-  o.print_json = false;
   return o;
 }
 
@@ -131,7 +131,7 @@ TEST_CASE("extend --method experts|migu-finetune|migu-lora: results.json and a c
     INFO(method);
     const fs::path out = fixture().root / ("ext-" + method);
     nlohmann::json results;
-    REQUIRE(nrlab::run_extend_command(extend_options(backbone, method, out), &results) == 0);
+    REQUIRE(nrlab::run_extend(extend_options(backbone, method, out), &results) == 0);
     const nlohmann::json file = read_json(out / "results.json");
     CHECK(file == results);
     CHECK(file["method"] == method);
@@ -180,7 +180,7 @@ TEST_CASE("extend --method migu-finetune moves only the top (1 - T) rows of each
   o.steps = 1;
   o.spec.migu_threshold = 0.5;
   o.eval_initial = false;
-  REQUIRE(nrlab::run_extend_command(o) == 0);
+  REQUIRE(nrlab::run_extend(o) == 0);
   const nr::SafetensorsFile a = nr::load_safetensors(backbone / nr::model_file_name);
   const nr::SafetensorsFile b = nr::load_safetensors(out / nr::model_file_name);
   for (const std::string name : {"model.layers.0.mlp.down_proj.weight", "model.layers.2.self_attn.q_proj.weight"}) {
@@ -204,16 +204,16 @@ TEST_CASE("extend refuses options of another method", "[nrlab][extend]") {
   nrlab::ExtensionSpec s;
   s.method = "lora";
   s.migu_threshold = 0.5;
-  CHECK_THROWS_AS(s.resolve_defaults(), nr::ValueError);
+  CHECK_THROWS_AS(nrlab::resolve_defaults(s), nr::ValueError);
   s = nrlab::ExtensionSpec{};
   s.method = "neutral";
   s.experts = 3;
-  CHECK_THROWS_AS(s.resolve_defaults(), nr::ValueError);
+  CHECK_THROWS_AS(nrlab::resolve_defaults(s), nr::ValueError);
   s = nrlab::ExtensionSpec{};
   s.method = "experts";
   s.experts = 2;
   s.top_k = 3;
-  CHECK_THROWS_AS(s.resolve_defaults(), nr::ValueError);
+  CHECK_THROWS_AS(nrlab::resolve_defaults(s), nr::ValueError);
 }
 
 TEST_CASE("pretrain --arch moe with stick-breaking attention; prune; insert experts", "[nrlab][moe]") {
@@ -225,7 +225,7 @@ TEST_CASE("pretrain --arch moe with stick-breaking attention; prune; insert expe
   o.top_k = 2;
   o.steps = 40;
   nlohmann::json pre;
-  REQUIRE(nrlab::run_pretrain_command(o, &pre) == 0);
+  REQUIRE(nrlab::run_pretrain(o, &pre) == 0);
   CHECK(pre["arch"] == "moe");
   CHECK(pre["attention"] == "stick-breaking");
   CHECK(pre["moe"]["num_experts"] == 6);
@@ -237,7 +237,7 @@ TEST_CASE("pretrain --arch moe with stick-breaking attention; prune; insert expe
 
   // Resuming the run as a dense model is refused.
   nrlab::PretrainOptions dense = pretrain_options(moe);
-  CHECK_THROWS_AS(nrlab::run_pretrain_command(dense), nr::ValueError);
+  CHECK_THROWS_AS(nrlab::run_pretrain(dense), nr::ValueError);
 
   SECTION("prune removes experts and the smaller model loads") {
     nrlab::PruneOptions p;
@@ -245,10 +245,7 @@ TEST_CASE("pretrain --arch moe with stick-breaking attention; prune; insert expe
     p.text = (fixture().corpus() / "en" / "valid.txt").string();
     p.threshold = 0.95;
     p.out = (fixture().root / "moe-pruned").string();
-    p.threads = 1;
-    p.print_json = false;
-    nlohmann::json report;
-    REQUIRE(nrlab::run_prune_command(p, &report) == 0);
+    const nlohmann::json report = nrlab::run_prune(p);
     CHECK(report == read_json(fs::path(p.out) / "results.json"));
     const int64_t removed = report["parameters_removed"].get<int64_t>();
     CHECK(removed > 0);
@@ -275,7 +272,7 @@ TEST_CASE("pretrain --arch moe with stick-breaking attention; prune; insert expe
     CHECK(params == report["parameters_after"].get<int64_t>());
     // Pruning a model onto itself is refused.
     p.out = p.checkpoint;
-    CHECK_THROWS_AS(nrlab::run_prune_command(p), nr::ValueError);
+    CHECK_THROWS_AS(nrlab::run_prune(p), nr::ValueError);
   }
 
   SECTION("extend --method experts inserts new experts into the expert layers") {
@@ -284,7 +281,7 @@ TEST_CASE("pretrain --arch moe with stick-breaking attention; prune; insert expe
     e.spec.experts = 2;
     e.spec.concentration = 0.01;
     nlohmann::json results;
-    REQUIRE(nrlab::run_extend_command(e, &results) == 0);
+    REQUIRE(nrlab::run_extend(e, &results) == 0);
     CHECK(results["experts"] == 2);
     CHECK(results["moe"]["new_experts"]["count"] == 2);
     CHECK(results["moe"]["new_experts"]["routing"] == "extra_slots");
@@ -292,6 +289,6 @@ TEST_CASE("pretrain --arch moe with stick-breaking attention; prune; insert expe
     CHECK(results["valid_bpb"]["fr"].get<double>() < results["backbone_valid_bpb"]["fr"].get<double>());
     CHECK(loaded_fr_bpb(out, 1500) == Approx(results["valid_bpb"]["fr"].get<double>()).epsilon(1e-5));
     // Other methods are refused on a MoE backbone, with a message.
-    CHECK_THROWS_AS(nrlab::run_extend_command(extend_options(moe, "lora", fixture().root / "moe-lora")), nr::ValueError);
+    CHECK_THROWS_AS(nrlab::run_extend(extend_options(moe, "lora", fixture().root / "moe-lora")), nr::ValueError);
   }
 }

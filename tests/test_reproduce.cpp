@@ -11,11 +11,12 @@
 #include <fstream>
 #include <set>
 
-#include "../examples/nrlab/cmd_pretrain.hpp"
-#include "../examples/nrlab/reproduce_tables.hpp"
+#include <nr/recipes/pretrain.hpp>
+#include <nr/recipes/tables.hpp>
 
 namespace fs = std::filesystem;
-using namespace nrlab::repro;
+using namespace nr::recipes;
+namespace nrlab = nr::recipes;  // the tables behind `nrlab reproduce`
 
 namespace {
 
@@ -68,7 +69,7 @@ TEST_CASE("run ids name every setting of a run", "[reproduce]") {
         fmt::format("en-fr-finetune-p0.1-lr{}", num(nrlab::default_lr("finetune"))));
   CHECK(make_run_id(make_run("en", "fr", "lora", 0.0)) == fmt::format("en-fr-lora-x0.2-p0-lr{}", num(nrlab::default_lr("lora"))));
   CHECK(make_run_id(make_run("en", "fr", "adapter", 0.01)) == fmt::format("en-fr-adapter-none-he-a0-x0.2-p0.01-lr{}", num(lr_adapter)));
-  CHECK(make_run_id(make_run("ml", "de", "neutral", 0.1, 4.0, "", "", -1.0, -1.0, 0.5)) ==
+  CHECK(make_run_id(make_run("ml", "de", "neutral", 0.1, 4.0, {}, {}, {}, {}, 0.5)) ==
         fmt::format("ml-de-neutral-elu-lowvar-a{}-x0.5-p0.1-lr{}", num(nrlab::default_neutral_alpha),
                     num(4.0 * nrlab::default_lr("neutral"))));
   CHECK(make_run_id(make_run("en", "fr", "gated-sigmoid", 0.1)) ==
@@ -484,7 +485,7 @@ TEST_CASE("legend labels name the method and only the settings that vary", "[rep
   auto labels = run_labels(table_spec("table2").runs);
   CHECK(labels.at(make_run_id(make_run("en", "fr", "lora", 0.1))) == "lora p0.1");
   labels = run_labels(table_spec("table3").runs);
-  CHECK(labels.at(make_run_id(make_run("en", "fr", "neutral", 0.1, 1.0, "", "", -1.0, -1.0, 0.05))) == "neutral x0.05");
+  CHECK(labels.at(make_run_id(make_run("en", "fr", "neutral", 0.1, 1.0, {}, {}, {}, {}, 0.05))) == "neutral x0.05");
   const TableSpec t6 = table_spec("table6");
   labels = run_labels(t6.runs);
   CHECK(labels.at(t6.rows[3].cells[0].run) == "sigmoid he a0");

@@ -52,7 +52,7 @@ int run_bench(Model& model, const nr::ModelConfig& config, const ExtensionSpec& 
   const int64_t T = o.ctx > 0 ? o.ctx : config.max_position_embeddings;
   if (T > config.max_position_embeddings)
     throw nr::ValueError(fmt::format("--ctx {} exceeds the preset's context {}", T, config.max_position_embeddings));
-  if (spec.method != "finetune") nr::freeze_backbone(model);
+  if (!method_info(spec.method).trains_backbone) nr::freeze_backbone(model);
   const nr::FlopCount flops = nr::count_flops(model, config, T);
 
   // Random tokens: inputs and targets uniform over the vocabulary. Every tenth sequence is
@@ -127,7 +127,7 @@ inline int run_bench_command(BenchOptions o) {
   const nr::ModelConfig config = nr::preset(o.preset);
   ExtensionSpec spec;
   spec.method = o.method;
-  return with_extended_model(spec, config, o.seed, [&](auto& model) { return run_bench(model, config, spec, o); });
+  return build_extended(spec, config, o.seed, [&](auto& model) { return run_bench(model, config, spec, o); });
 }
 
 inline void register_bench_command(CLI::App& app) {

@@ -19,7 +19,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
-#include <nr/data/corpus_builder.hpp>
+#include "corpus/corpus_builder.hpp"
 
 #include "downstream.hpp"
 

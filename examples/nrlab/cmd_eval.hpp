@@ -5,7 +5,8 @@
 //   nrlab eval --checkpoint CKPT --text FILE             BPB of one file
 //   nrlab eval --checkpoint BACKBONE --adapter DIR ...   backbone + adapter_model.safetensors
 //   nrlab eval --checkpoint OUT --stats                  + per-layer adapter statistics
-// The model type comes from config.json "nr" (or adapter_config.json): a plain backbone,
+// The model is loaded by nr::recipes::with_loaded_model (type from config.json "nr" or
+// adapter_config.json): a plain backbone,
 // finetune or merged LoRA model, LoRA, adapters with their gate, new experts, or a
 // mixture-of-experts backbone (pretrained with --arch moe, perhaps pruned or extended).
 //
@@ -42,11 +43,11 @@ inline void register_eval_command(CLI::App& app) {
                                "Corpus directory: evaluate every domain's valid.txt (default with --stats: the "
                                "corpus the extension was trained on)");
   text->excludes(corpus);
-  c->add_option("--ctx", o->ctx, "Window length (default: the model's context)")->check(CLI::NonNegativeNumber);
-  c->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str()->check(CLI::PositiveNumber);
+  c->add_option("--ctx", o->ctx, "Window length (default: the model's context)")->check(non_negative());
+  c->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str()->check(at_least(1));
   c->add_option("--eval-tokens", o->eval_tokens, "Bytes of each text to evaluate at most (0 = all)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   auto* stats = c->add_flag("--stats", o->stats, "Per-layer adapter statistics on original vs new domain text");
   c->add_option("--new", o->new_domain, "New domain for --stats (default: the one the extension was trained on)");
   c->add_option("--original", o->original_domain, "Original domain for --stats (default: the backbone's, else en)");
@@ -73,7 +74,7 @@ inline void register_eval_command(CLI::App& app) {
         fmt::print("{}\n", nlohmann::json{{"bpb", r.bpb}, {"tokens", r.tokens}, {"text", o->text}}.dump());
         return 0;
       }
-      const std::vector<ValidSet> sets = load_valid_sets(corpus_dir, o->eval_tokens);
+      const std::vector<ValidSet> sets = load_valid_sets(corpus_dir, o->eval_tokens, nr::ByteTokenizer{});
       nlohmann::json all = nlohmann::json::object();
       nlohmann::json stats_json;
       std::map<std::string, int64_t> predicted;

@@ -67,7 +67,7 @@ inline void register_merge_command(CLI::App& app) {
         }
         nr::merge_lora(model);
         nlohmann::json fields = {{"method", "lora-merged"}, {"merged_from", o->adapter.empty() ? o->checkpoint : o->adapter},
-                                 {"lora", info.spec->to_json()}};
+                                 {"lora", spec_to_json(*info.spec)}};
         for (const char* key : {"backbone", "corpus", "new", "mix", "p", "original_domain"})
           if (info.nr_fields.contains(key)) fields[key] = info.nr_fields[key];
         nr::save_model(o->out, model, config, fields);
@@ -80,8 +80,8 @@ inline void register_merge_command(CLI::App& app) {
           diff = max_abs_diff(before, merged(ids).value());
         }
         fmt::print(stderr, "[merge] rank {} (scaling {}) merged into {} projections per layer; wrote {}\n",
-                   info.spec->rank, info.spec->lora_alpha / static_cast<double>(info.spec->rank),
-                   info.spec->lora_targets.size(), o->out);
+                   *info.spec->rank, *info.spec->lora_alpha / static_cast<double>(*info.spec->rank),
+                   info.spec->lora_targets->size(), o->out);
         fmt::print(stderr, "[merge] max |logit difference| merged vs unmerged on {} random tokens: {:.3g}\n",
                    ids.data.size(), diff);
         fmt::print("{}\n", nlohmann::json{{"out", o->out}, {"max_logit_diff", diff}}.dump());

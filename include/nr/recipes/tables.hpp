@@ -1,8 +1,8 @@
-// nrlab/reproduce_tables.hpp — what `nrlab reproduce TABLE` runs and how it reports it: the
-// presets, the run list of each of the paper's Tables 1-8, the bookkeeping that makes a table
+// nr/recipes/tables.hpp — the paper's tables as data: what `nrlab reproduce TABLE` runs and how it
+// reports it: the presets, the run list of each of the paper's Tables 1-8, the bookkeeping that makes a table
 // resumable, and the Markdown / CSV / JSON / SVG outputs. Nothing here trains a model: the
 // runner takes the function that executes one run, so the tests drive it with a fake one
-// (tests/test_reproduce.cpp) and cmd_reproduce.hpp with `nrlab extend`'s run_extend_command.
+// (tests/test_reproduce.cpp) and recipes/reproduce.hpp with run_extend (recipes/extend.hpp).
 //
 // Layout of a runs directory (RUNS = --runs DIR / PRESET, default runs/quick):
 //   RUNS/backbone-en/          English-only backbone (nrlab pretrain --domain en); eval.json
@@ -32,20 +32,21 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <nr/io/safetensors.hpp>
-#include <nr/report/spectrum.hpp>
-#include <nr/report/svg_plot.hpp>
-#include <nr/train/progress.hpp>
+#include "nr/io/checkpoint.hpp"
+#include "nr/io/safetensors.hpp"
+#include "nr/recipes/registry.hpp"
+#include "nr/report/spectrum.hpp"
+#include "nr/report/svg_plot.hpp"
+#include "nr/train/progress.hpp"
 
-#include "extension.hpp"
+namespace nr::recipes {
 
-namespace nrlab::repro {
 
 // ---- presets ------------------------------------------------------------------------------
 
 struct Preset {
   std::string name;
-  std::string model = "nano";        // nr::preset of the backbones
+  std::string model = "nano";        // preset of the backbones
   int64_t pretrain_steps = 300, pretrain_batch = 16;
   double pretrain_lr = 3e-3;
   int64_t steps = 80, batch = 16;    // every extension run
@@ -74,7 +75,7 @@ inline Preset preset_named(const std::string& name) {
     return Preset{.name = "paper", .model = "tiny", .pretrain_steps = 3000, .pretrain_batch = 32,
                   .pretrain_lr = 2e-3, .steps = 1000, .batch = 32, .eval_tokens = 0, .mc_items = 200,
                   .mc_shots = {0}, .save_every = 100, .log_every = 50};
-  throw nr::ValueError(fmt::format("unknown preset '{}' (quick, paper)", name));
+  throw ValueError(fmt::format("unknown preset '{}' (quick, paper)", name));
 }
 
 // ---- runs ---------------------------------------------------------------------------------
@@ -94,43 +95,58 @@ struct RunSpec {
 inline std::string num(double x) { return fmt::format("{:g}", x); }
 
 // The run of `method` with the method's defaults, resolved (lr multiplied by lr_ratio). Adapter
-// options left empty / negative take the method's defaults (ExtensionSpec::resolve_defaults).
+// options left empty take the method's defaults (resolve_defaults, registry.hpp).
 inline RunSpec make_run(const std::string& backbone, const std::string& new_domain, const std::string& method, double p,
-                        double lr_ratio = 1.0, const std::string& gate = "", const std::string& init = "",
-                        double alpha = -1.0, double bce_weight = -1.0, double extra = 0.2) {
+                        double lr_ratio = 1.0, std::optional<std::string> gate = {}, std::optional<std::string> init = {},
+                        std::optional<double> alpha = {}, std::optional<double> bce_weight = {}, double extra = 0.2) {
   ExtensionSpec s;
   s.method = method;
-  s.gate = gate;
-  s.init = init;
+  s.gate = std::move(gate);
+  s.init = std::move(init);
   s.alpha = alpha;
   s.bce_weight = bce_weight;
   s.extra = extra;
-  s.resolve_defaults();
+  resolve_defaults(s);
   RunSpec r;
   r.backbone = backbone;
   r.new_domain = new_domain;
   r.method = method;
-  r.gate = s.gate;
-  r.init = s.init;
-  r.alpha = s.alpha;
-  r.bce_weight = s.bce_weight;
+  r.gate = s.gate.value_or("");
+  r.init = s.init.value_or("");
+  r.alpha = s.alpha.value_or(0.0);
+  r.bce_weight = s.bce_weight.value_or(0.0);
   r.extra = extra;
   r.p = p;
   r.lr = default_lr(method) * lr_ratio;
   return r;
 }
 
+// The ExtensionSpec of a run (what run_extend gets).
+inline ExtensionSpec run_extension_spec(const RunSpec& r) {
+  ExtensionSpec s;
+  s.method = r.method;
+  if (method_info(r.method).family == MethodFamily::adapter) {
+    s.gate = r.gate;
+    s.init = r.init;
+    s.alpha = r.alpha;
+    s.bce_weight = r.bce_weight;
+  }
+  s.extra = r.extra;
+  return s;
+}
+
 // Every setting that changes the run is in its id, so a changed default gives a new run.
 inline std::string make_run_id(const RunSpec& r) {
   std::string id = fmt::format("{}-{}-{}", r.backbone, r.new_domain, r.method);
-  if (r.method == "adapter" || r.method == "gated-sigmoid" || r.method == "neutral") {
+  const MethodInfo& m = method_info(r.method);
+  if (m.family == MethodFamily::adapter) {
     id += fmt::format("-{}-{}-a{}", r.gate, r.init == "low-variance" ? "lowvar" : r.init, num(r.alpha));
     if (r.bce_weight > 0.0) id += "-bce" + num(r.bce_weight);
   }
-  if (r.method == "experts")
+  if (m.family == MethodFamily::experts)
     id += fmt::format("-e{}k{}-r{}", default_new_experts, default_new_top_k, num(default_route_reg));
-  if (r.method == "migu-finetune" || r.method == "migu-lora") id += "-T" + num(default_migu_threshold);
-  if (r.method != "finetune" && r.method != "migu-finetune") id += "-x" + num(r.extra);
+  if (m.migu) id += "-T" + num(default_migu_threshold);
+  if (m.family != MethodFamily::full) id += "-x" + num(r.extra);
   return id + fmt::format("-p{}-lr{}", num(r.p), num(r.lr));
 }
 
@@ -144,7 +160,7 @@ inline void check_finished_run(const RunSpec& r, const Preset& preset, const nlo
                                                                 1e-9 * std::max(1.0, std::abs(want.get<double>()))
                                                           : got == want;
     if (!same)
-      throw nr::ValueError(fmt::format("{} was run with {} = {}, but this table wants {}: delete that directory to "
+      throw ValueError(fmt::format("{} was run with {} = {}, but this table wants {}: delete that directory to "
                                        "redo it, or give another --runs", where, key, got.dump(), want.dump()));
   };
   mismatch("method", r.method);
@@ -154,7 +170,7 @@ inline void check_finished_run(const RunSpec& r, const Preset& preset, const nlo
   mismatch("steps", preset.steps);
   mismatch("batch", preset.batch);
   mismatch("eval_tokens", preset.eval_tokens);
-  if (r.method == "adapter" || r.method == "gated-sigmoid" || r.method == "neutral") {
+  if (method_info(r.method).family == MethodFamily::adapter) {
     mismatch("gate", r.gate);
     mismatch("init", r.init);
     mismatch("alpha", r.alpha);
@@ -191,16 +207,7 @@ inline const std::vector<std::string>& table_names() {
   return n;
 }
 
-inline std::string method_label(const std::string& method) {
-  if (method == "finetune") return "Finetuning";
-  if (method == "lora") return "LoRA";
-  if (method == "adapter") return "Vanilla adapters";
-  if (method == "gated-sigmoid") return "Sigmoid adapters";
-  if (method == "experts") return "New experts";
-  if (method == "migu-finetune") return "MIGU finetuning";
-  if (method == "migu-lora") return "MIGU LoRA";
-  return "Neutral residues";
-}
+inline std::string method_label(const std::string& method) { return method_info(method).label; }
 
 inline std::string backbone_id(const std::string& backbone) { return "backbone-" + backbone; }
 
@@ -291,7 +298,7 @@ inline TableSpec table_spec(const std::string& name, bool extra_methods = false)
     t.tasks = true;
     for (double x : {0.05, 0.1, 0.2, 0.5})
       t.rows.push_back({{fmt::format("+{:g}%", 100.0 * x)},
-                        cells(add_run(t, make_run("en", "fr", "neutral", 0.1, 1.0, "", "", -1.0, -1.0, x)),
+                        cells(add_run(t, make_run("en", "fr", "neutral", 0.1, 1.0, {}, {}, {}, {}, x)),
                               detail::bpb_and_tasks("fr"))});
     t.rows.push_back({{"Backbone"}, cells(backbone_id("en"), detail::bpb_and_tasks("fr"))});
   } else if (name == "table4" || name == "table5") {
@@ -357,7 +364,7 @@ inline TableSpec table_spec(const std::string& name, bool extra_methods = false)
     for (double paper : {0.0, 1.0, 10.0, 100.0, 1000.0}) {
       const double ours = paper * default_neutral_alpha / 100.0;
       t.rows.push_back({{num(paper), num(ours)},
-                        cells(add_run(t, make_run("en", "fr", "neutral", 0.1, 1.0, "", "", ours)),
+                        cells(add_run(t, make_run("en", "fr", "neutral", 0.1, 1.0, {}, {}, ours)),
                               detail::bpb_and_tasks("fr"))});
     }
     t.rows.push_back({{"Backbone", ""}, cells(backbone_id("en"), detail::bpb_and_tasks("fr"))});
@@ -381,7 +388,7 @@ inline TableSpec table_spec(const std::string& name, bool extra_methods = false)
       }
     }
   } else {
-    throw nr::ValueError(fmt::format("unknown table '{}' (table1 ... table8, or all)", name));
+    throw ValueError(fmt::format("unknown table '{}' (table1 ... table8, or all)", name));
   }
   return t;
 }
@@ -395,20 +402,20 @@ inline const char* state_name(RunState s) {
 }
 
 // finished: results.json; partial: a training state to resume from; fresh: neither.
-inline RunState run_state(const fs::path& dir) {
-  if (fs::exists(dir / "results.json")) return RunState::finished;
-  if (nr::has_training_state(dir)) return RunState::partial;
+inline RunState run_state(const std::filesystem::path& dir) {
+  if (std::filesystem::exists(dir / "results.json")) return RunState::finished;
+  if (has_training_state(dir)) return RunState::partial;
   return RunState::fresh;
 }
 
-inline fs::path run_dir(const fs::path& runs, const std::string& id) {
+inline std::filesystem::path run_dir(const std::filesystem::path& runs, const std::string& id) {
   return id.rfind("backbone-", 0) == 0 ? runs / id : runs / "ext" / id;
 }
 
 struct RunnerOptions {
   std::string label = "reproduce";
   double estimate_seconds = 0.0;  // expected seconds of one run before any has finished (0: unknown)
-  std::function<void(const std::string&)> log = [](const std::string& s) { fmt::print(stderr, "{}\n", s); };
+  std::function<void(const std::string&)> log = [](const std::string&) {};  // progress lines (none by default)
 };
 
 struct RunnerOutcome {
@@ -422,8 +429,8 @@ struct RunnerOutcome {
 // and checked against the run); a partial or fresh one is handed to `execute(run, dir, k, n)`,
 // which returns 0 with results.json written, or a non-zero status (stopped by a signal), which
 // ends the table. Progress, with the elapsed time and an ETA, goes through options.log.
-inline RunnerOutcome run_table(const std::vector<RunSpec>& runs, const fs::path& root, const Preset& preset,
-                               const std::function<int(const RunSpec&, const fs::path&, size_t, size_t)>& execute,
+inline RunnerOutcome run_table(const std::vector<RunSpec>& runs, const std::filesystem::path& root, const Preset& preset,
+                               const std::function<int(const RunSpec&, const std::filesystem::path&, size_t, size_t)>& execute,
                                const RunnerOptions& options = {}) {
   RunnerOutcome out;
   const size_t n = runs.size();
@@ -434,10 +441,10 @@ inline RunnerOutcome run_table(const std::vector<RunSpec>& runs, const fs::path&
   int timed = 0;
   for (size_t k = 0; k < n; ++k) {
     const RunSpec& r = runs[k];
-    const fs::path dir = run_dir(root, r.id);
+    const std::filesystem::path dir = run_dir(root, r.id);
     const RunState state = run_state(dir);
     if (state == RunState::finished) {
-      const nlohmann::json j = nlohmann::json::parse(nr::read_file(dir / "results.json"));
+      const nlohmann::json j = nlohmann::json::parse(read_file(dir / "results.json"));
       check_finished_run(r, preset, j, dir.string());
       out.results[r.id] = j;
       ++out.skipped;
@@ -449,8 +456,8 @@ inline RunnerOutcome run_table(const std::vector<RunSpec>& runs, const fs::path&
     const double per_run = timed > 0 ? run_seconds / timed : options.estimate_seconds;
     options.log(fmt::format("[{}] run {}/{} {} ({}): {}; {} left to run, elapsed {}, ETA {}", options.label, k + 1, n,
                             r.id, state == RunState::partial ? "resuming" : "starting", method_label(r.method),
-                            remaining, nr::format_duration(elapsed),
-                            per_run > 0.0 ? nr::format_duration(per_run * static_cast<double>(remaining)) : "?"));
+                            remaining, format_duration(elapsed),
+                            per_run > 0.0 ? format_duration(per_run * static_cast<double>(remaining)) : "?"));
     (state == RunState::partial ? out.resumed : out.started) += 1;
     const auto r0 = std::chrono::steady_clock::now();
     const int rc = execute(r, dir, k + 1, n);
@@ -461,14 +468,14 @@ inline RunnerOutcome run_table(const std::vector<RunSpec>& runs, const fs::path&
                               n, r.id));
       return out;
     }
-    if (!fs::exists(dir / "results.json"))
-      throw nr::IoError(fmt::format("run {} ended without writing {}", r.id, (dir / "results.json").string()));
+    if (!std::filesystem::exists(dir / "results.json"))
+      throw IoError(fmt::format("run {} ended without writing {}", r.id, (dir / "results.json").string()));
     if (state == RunState::fresh) {
       run_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - r0).count();
       ++timed;
     }
     --remaining;
-    out.results[r.id] = nlohmann::json::parse(nr::read_file(dir / "results.json"));
+    out.results[r.id] = nlohmann::json::parse(read_file(dir / "results.json"));
   }
   return out;
 }
@@ -560,7 +567,7 @@ inline std::string format_csv(const TableSpec& t, const std::map<std::string, nl
     const nlohmann::json& j = it->second;
     if (r)
       s += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{}", csv_field(id), r->backbone, r->new_domain, r->method,
-                       r->gate, r->init, num(r->alpha), num(r->bce_weight), r->method == "finetune" ? "" : num(r->extra),
+                       r->gate, r->init, num(r->alpha), num(r->bce_weight), method_info(r->method).family == MethodFamily::full ? "" : num(r->extra),
                        num(r->p), num(r->lr), csv_number(j, "steps"), csv_number(j, "batch"));
     else
       s += fmt::format("{},{},,backbone,,,,,,,,{},{}", csv_field(id), id.substr(9), csv_number(j, "pretrain_steps"),
@@ -618,8 +625,8 @@ inline nlohmann::json table_json(const TableSpec& t, const Preset& preset,
 
 // Figure 1: x = en-ood BPB (forgetting), y = new-language BPB (learning); one point per run of a
 // series (a method), joined in learning-rate order; the backbone as its own marker.
-inline nr::SvgPlot figure1(const TableSpec& t, const std::map<std::string, nlohmann::json>& results) {
-  nr::SvgPlot plot;
+inline SvgPlot figure1(const TableSpec& t, const std::map<std::string, nlohmann::json>& results) {
+  SvgPlot plot;
   plot.title = t.figure1 == "curves"
                    ? fmt::format("Learning or forgetting? Four learning rates per method (learning {})", t.new_domain)
                    : fmt::format("Learning or forgetting? One run per method, p = 0.1 (learning {})", t.new_domain);
@@ -640,7 +647,7 @@ inline nr::SvgPlot figure1(const TableSpec& t, const std::map<std::string, nlohm
   for (const std::string& name : order) {
     auto pts = by_series[name];
     std::sort(pts.begin(), pts.end());
-    nr::SvgSeries s{.label = name, .points = {}, .line = true, .markers = true, .color = ""};
+    SvgSeries s{.label = name, .points = {}, .line = true, .markers = true, .color = ""};
     for (const auto& [lr, p] : pts) s.points.push_back(p);
     plot.series.push_back(s);
   }
@@ -649,23 +656,23 @@ inline nr::SvgPlot figure1(const TableSpec& t, const std::map<std::string, nlohm
     if (it == results.end()) continue;
     const auto x = metric_value(it->second, xm), y = metric_value(it->second, ym);
     if (x && y)
-      plot.series.push_back(nr::SvgSeries{.label = bb == "en" ? "Backbone" : "Backbone (ML)", .points = {{*x, *y}},
+      plot.series.push_back(SvgSeries{.label = bb == "en" ? "Backbone" : "Backbone (ML)", .points = {{*x, *y}},
                                           .line = false, .markers = true, .color = "#000000"});
   }
   return plot;
 }
 
 // Several plots side by side in one SVG document.
-inline std::string side_by_side(const std::vector<nr::SvgPlot>& plots) {
+inline std::string side_by_side(const std::vector<SvgPlot>& plots) {
   int width = 0, height = 0;
-  for (const nr::SvgPlot& p : plots) {
+  for (const SvgPlot& p : plots) {
     width += p.width;
     height = std::max(height, p.height);
   }
   std::string svg = fmt::format("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" "
                                 "width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\">\n", width, height);
   int x = 0;
-  for (const nr::SvgPlot& p : plots) {
+  for (const SvgPlot& p : plots) {
     std::string one = p.render();
     const size_t start = one.find("<svg");
     svg += fmt::format("<g transform=\"translate({},0)\">\n{}</g>\n", x, one.substr(start));
@@ -686,9 +693,9 @@ inline std::vector<int64_t> figure3_layers(int64_t layers) {
 // FFN's gate_proj, one panel per layer. `spectra[label][layer]` comes from spectrum_of below.
 inline std::string figure3(const std::map<std::string, std::map<int64_t, std::vector<double>>>& spectra,
                            const std::vector<std::string>& order, const std::vector<int64_t>& layers) {
-  std::vector<nr::SvgPlot> plots;
+  std::vector<SvgPlot> plots;
   for (int64_t l : layers) {
-    nr::SvgPlot p;
+    SvgPlot p;
     p.width = 520;
     p.height = 380;
     p.title = fmt::format("gate_proj singular values, layer {}", l);
@@ -697,7 +704,7 @@ inline std::string figure3(const std::map<std::string, std::map<int64_t, std::ve
     for (const std::string& name : order) {
       const auto it = spectra.find(name);
       if (it == spectra.end() || !it->second.count(l)) continue;
-      nr::SvgSeries s{.label = name, .points = {}, .line = true, .markers = false, .color = ""};
+      SvgSeries s{.label = name, .points = {}, .line = true, .markers = false, .color = ""};
       const std::vector<double>& v = it->second.at(l);
       for (size_t i = 0; i < v.size(); ++i) s.points.push_back({static_cast<double>(i), v[i]});
       if (name == "Backbone") s.color = "#000000";
@@ -710,8 +717,8 @@ inline std::string figure3(const std::map<std::string, std::map<int64_t, std::ve
 
 // Normalised singular values of `tensor` (e.g. model.layers.0.adapter.gate_proj.weight) of a
 // model.safetensors file.
-inline std::vector<double> spectrum_of(const nr::SafetensorsFile& file, const std::string& tensor) {
-  return nr::normalized_singular_values(file.get(tensor));
+inline std::vector<double> spectrum_of(const SafetensorsFile& file, const std::string& tensor) {
+  return normalized_singular_values(file.get(tensor));
 }
 
 // Short legend labels for the runs of a table: the method, then only the settings that differ
@@ -727,7 +734,7 @@ inline std::map<std::string, std::string> run_labels(const std::vector<RunSpec>&
   std::map<std::string, std::string> out;
   for (const RunSpec& r : runs) {
     const std::string& m = r.method;
-    std::string s = m == "gated-sigmoid" ? "sigmoid" : m;
+    std::string s = m == GatedSigmoidMethod::name ? "sigmoid" : m;  // short legend
     if (varies("", [](const RunSpec& x) { return x.backbone; })) s += " " + r.backbone;
     if (varies(m, [](const RunSpec& x) { return num(x.p); })) s += " p" + num(r.p);
     if (varies(m, [](const RunSpec& x) { return num(x.lr); })) s += " lr" + num(r.lr);
@@ -763,4 +770,4 @@ inline std::vector<std::pair<double, double>> loss_curve(const std::string& json
   return out;
 }
 
-}  // namespace nrlab::repro
+}  // namespace nr::recipes

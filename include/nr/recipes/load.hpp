@@ -1,0 +1,139 @@
+// nr/recipes/load.hpp — load any model nr knows into an instance of the right type and hand it to
+// a generic lambda: f(model, info).
+//
+// One function decides the format (model_format):
+//   a file ending in .gguf                         ModelFormat::gguf            a Llama GGUF
+//                                                  (io/gguf_llama.hpp, dequantised to F32)
+//   a directory whose config.json has no "nr"      ModelFormat::hf_directory    a Hugging Face Llama
+//                                                  directory (io/hf_directory.hpp: one or sharded
+//                                                  model*.safetensors)
+//   a directory whose config.json has "nr"         ModelFormat::nr_checkpoint   its "nr" fields give
+//                                                  the type: backbone, finetune, lora-merged (plain),
+//                                                  an extension method (registry.hpp), a MoE backbone
+// and with an adapter directory (adapter_config.json + adapter_model.safetensors) the checkpoint
+// is the backbone and the adapter brings the extension.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "nr/ext/adapter_file.hpp"
+#include "nr/ext/backbone.hpp"
+#include "nr/io/checkpoint.hpp"
+#include "nr/recipes/models.hpp"
+#include "nr/recipes/registry.hpp"
+
+// The pretrained-model readers, when this tree has them.
+#if __has_include("nr/io/gguf_llama.hpp") && __has_include("nr/io/hf_directory.hpp")
+#include "nr/io/gguf_llama.hpp"
+#include "nr/io/hf_directory.hpp"
+#define NR_RECIPES_PRETRAINED_READERS 1
+#else
+#define NR_RECIPES_PRETRAINED_READERS 0
+#endif
+
+namespace nr::recipes {
+
+enum class ModelFormat { nr_checkpoint, hf_directory, gguf };
+
+// What `path` holds (see the header comment). IoError when it is neither a .gguf file nor a
+// directory with a config.json.
+inline ModelFormat model_format(const std::filesystem::path& path) {
+  namespace fs = std::filesystem;
+  if (fs::is_regular_file(path) && path.extension() == ".gguf") return ModelFormat::gguf;
+  if (!fs::is_directory(path))
+    throw IoError(fmt::format("{}: not a model directory (config.json + model.safetensors) nor a .gguf file",
+                              path.string()));
+  const ConfigJsonDocument doc = load_config_json_document(path / config_file_name);
+  return doc.json.contains("nr") && doc.json["nr"].is_object() ? ModelFormat::nr_checkpoint : ModelFormat::hf_directory;
+}
+
+// Methods whose checkpoint is a plain backbone-shaped model.
+inline bool is_plain_method(const std::string& method) {
+  if (method == "backbone" || method == "lora-merged") return true;
+  const MethodInfo* m = find_method(method);
+  return m != nullptr && m->family == MethodFamily::full;
+}
+
+// What a loaded model is.
+struct LoadedInfo {
+  ModelFormat format = ModelFormat::nr_checkpoint;
+  ModelConfig config;
+  nlohmann::json nr_fields = nlohmann::json::object();  // config.json "nr" (or adapter_config.json)
+  std::optional<ExtensionSpec> spec;                    // set for extension methods
+  std::string method() const { return nr_fields.is_object() ? nr_fields.value("method", "backbone") : "backbone"; }
+};
+
+// Loads `path` (and `adapter`, when not empty) and returns f(model, info).
+template <class F>
+auto with_loaded_model(const std::filesystem::path& path, const std::string& adapter, F&& f) {
+  namespace fs = std::filesystem;
+  const ModelFormat format = model_format(path);
+  LoadedInfo info;
+  info.format = format;
+#if NR_RECIPES_PRETRAINED_READERS
+  // A GGUF file, or a sharded Hugging Face directory; one model.safetensors is read below as the
+  // weights of a plain backbone (the same tensors, with the file named in every error).
+  if (adapter.empty() && (format == ModelFormat::gguf || (format == ModelFormat::hf_directory &&
+                                                          !fs::exists(path / model_file_name)))) {
+    const PretrainedModel pretrained = format == ModelFormat::gguf ? load_llama_gguf(path) : load_hf_directory(path);
+    info.config = pretrained.config;
+    return with_model(info.config, 0, [&](auto& model) {
+      assign_parameters(model, pretrained.tensors, pretrained.source);
+      return f(model, std::as_const(info));
+    });
+  }
+#endif
+  if (format == ModelFormat::gguf)
+    throw ValueError(fmt::format("{}: {} GGUF files is not supported yet", path.string(),
+                                 adapter.empty() ? "loading" : "an adapter over"));
+  const ConfigJsonDocument doc = load_config_json_document(path / config_file_name);
+  info.config = doc.config;
+  if (!adapter.empty()) {
+    info.nr_fields = load_adapter_config(adapter);
+    const std::string source = (fs::path(adapter) / adapter_config_file_name).string();
+    ExtensionSpec spec = spec_from_adapter_config(info.nr_fields, source);
+    info.spec = spec;
+    if (is_moe_checkpoint(info.nr_fields)) {  // new experts inserted into a MoE backbone
+      const MoeArch arch = moe_arch_of(info.nr_fields, info.config, source);
+      return with_moe_model(info.config, arch.moe, arch.attention, 0, [&](auto& model) {
+        load_backbone(path, model);
+        load_adapter_file(adapter, model);
+        return f(model, std::as_const(info));
+      });
+    }
+    return build_extended(spec, info.config, 0, [&](auto& model) {
+      load_backbone(path, model);
+      load_adapter_file(adapter, model);
+      return f(model, std::as_const(info));
+    });
+  }
+  if (format == ModelFormat::nr_checkpoint) info.nr_fields = doc.json["nr"];
+  const std::string method = info.method();
+  const std::string source = (path / config_file_name).string();
+  if (is_moe_checkpoint(info.nr_fields)) {  // a MoE backbone, pruned or not, or one with inserted experts
+    const MoeArch arch = moe_arch_of(info.nr_fields, info.config, source);
+    if (method != "backbone") info.spec = spec_from_json(info.nr_fields, source + " \"nr\"");
+    return with_moe_model(info.config, arch.moe, arch.attention, 0, [&](auto& model) {
+      load_model_weights(path, model);
+      return f(model, std::as_const(info));
+    });
+  }
+  if (is_plain_method(method)) {
+    return with_model(info.config, 0, [&](auto& model) {
+      load_model_weights(path, model);
+      return f(model, std::as_const(info));
+    });
+  }
+  ExtensionSpec spec = spec_from_json(info.nr_fields, source + " \"nr\"");
+  info.spec = spec;
+  return build_extended(spec, info.config, 0, [&](auto& model) {
+    load_model_weights(path, model);
+    return f(model, std::as_const(info));
+  });
+}
+
+}  // namespace nr::recipes

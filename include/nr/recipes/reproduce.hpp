@@ -1,0 +1,335 @@
+// nr/recipes/reproduce.hpp — run the experiments behind one of the paper's tables (tables.hpp)
+// and write it: what `nrlab reproduce TABLE` does, without printing.
+//
+// 1. The corpus must exist (`nrlab corpus`); its multiple-choice items (CORPUS/mc) are built by
+//    ReproduceOptions::build_mc_items when missing (the corpus tooling is an application).
+// 2. Each backbone the table needs is pretrained once into RUNS/backbone-{en,ml} (reused when
+//    its results.json shows a finished run of the preset) and evaluated once (eval.json: BPB of
+//    en, en-ood, fr, de; multiple choice when the table has tasks).
+// 3. Every run of the table is executed in-process by run_extend (extend.hpp) into
+//    RUNS/ext/<run id>: finished runs are reused (also across tables), interrupted ones resume
+//    from their training state.
+// 4. RUNS/<table>/ receives results.md, results.csv, results.json, curves.svg (training loss of
+//    every run), figure1.svg (tables 2 and 8) and figure3.svg (gate_proj spectra).
+// RUNS is runs / PRESET; overridden preset numbers make the preset "custom" (RUNS = runs/custom).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "nr/data/domain.hpp"
+#include "nr/recipes/downstream.hpp"
+#include "nr/recipes/evaluate.hpp"
+#include "nr/recipes/extend.hpp"
+#include "nr/recipes/load.hpp"
+#include "nr/recipes/pretrain.hpp"
+#include "nr/recipes/tables.hpp"
+
+namespace nr::recipes {
+
+struct ReproduceOptions {
+  std::string preset = "quick", corpus = "cache/corpus", runs = "runs";
+  bool extra_methods = false;  // table 2 also runs experts, migu-finetune and migu-lora
+  // Overrides of the preset (0 / negative: the preset's); any of them makes the preset "custom"
+  // (runs in RUNS/custom), so that they never mix with the runs of a named preset.
+  int64_t pretrain_steps = 0, steps = 0, batch = 0, eval_tokens = -1, mc_items = 0;
+  // Builds CORPUS/mc when it is missing (the corpus tooling); empty: a missing CORPUS/mc is an error.
+  std::function<void(const std::filesystem::path& corpus)> build_mc_items;
+  bool show_progress = false;              // training progress lines on stderr
+  const std::atomic<int>* stop = nullptr;  // non-zero: save and stop after the current step
+  MessageFn on_message;                    // one line per stage
+};
+
+// What reproduce_table produced.
+struct TableOutcome {
+  int status = 0;                    // 0, or 128 + signal when stopped (the same call resumes)
+  std::string markdown;              // results.md
+  std::string chance;                // "en 25.0% fr 25.0% " for tables with tasks
+  std::filesystem::path out;         // RUNS/<table>
+  std::vector<std::string> written;  // the files written into `out`
+  RunnerOutcome runner;
+  double seconds = 0.0;
+};
+
+// The preset of `o` (the named one, or "custom" with the overrides).
+inline Preset effective_preset(const ReproduceOptions& o) {
+  Preset preset = preset_named(o.preset);
+  if (o.pretrain_steps > 0 || o.steps > 0 || o.batch > 0 || o.eval_tokens >= 0 || o.mc_items > 0) {
+    preset.name = "custom";
+    if (o.pretrain_steps > 0) preset.pretrain_steps = o.pretrain_steps;
+    if (o.steps > 0) preset.steps = o.steps;
+    if (o.batch > 0) preset.batch = preset.pretrain_batch = o.batch;
+    if (o.eval_tokens >= 0) preset.eval_tokens = o.eval_tokens;
+    if (o.mc_items > 0) preset.mc_items = o.mc_items;
+    preset.save_every = std::min(preset.save_every, preset.steps);
+  }
+  return preset;
+}
+
+// What every run of a preset evaluates.
+inline std::vector<std::string> backbone_eval_domains() { return {"en", "en-ood", "fr", "de"}; }
+
+// Pretrains RUNS/backbone-<bb> unless finished. Returns 0, or 128 + signal when stopped.
+inline int ensure_backbone(const std::string& bb, const Preset& preset, const ReproduceOptions& o, const std::filesystem::path& root) {
+  const std::filesystem::path dir = root / backbone_id(bb);
+  if (std::filesystem::exists(dir / "results.json")) {
+    const nlohmann::json j = nlohmann::json::parse(read_file(dir / "results.json"));
+    if (j.value("steps", int64_t{-1}) != preset.pretrain_steps || j.value("batch", int64_t{-1}) != preset.pretrain_batch ||
+        j.value("preset", std::string()) != preset.model)
+      throw ValueError(fmt::format("{} holds a backbone of {} steps x batch {} ({}), not the preset's {} x {} ({}): "
+                                       "delete it or give another --runs", dir.string(), j.value("steps", int64_t{-1}),
+                                       j.value("batch", int64_t{-1}), j.value("preset", std::string("?")),
+                                       preset.pretrain_steps, preset.pretrain_batch, preset.model));
+    message(o.on_message, fmt::format("[reproduce] backbone {}: finished, reusing {}", bb, dir.string()));
+    return 0;
+  }
+  PretrainOptions p;
+  p.corpus = o.corpus;
+  p.domain = bb == "en" ? "en" : preset.multilingual;
+  p.preset = preset.model;
+  p.steps = preset.pretrain_steps;
+  p.batch = preset.pretrain_batch;
+  p.lr = preset.pretrain_lr;
+  p.eval_tokens = preset.eval_tokens;
+  p.save_every = preset.save_every;
+  p.log_every = preset.log_every;
+  p.show_progress = o.show_progress;
+  p.stop = o.stop;
+  p.on_message = o.on_message;
+  p.out = dir.string();
+  p.label = "pretrain " + backbone_id(bb);
+  message(o.on_message, fmt::format("[reproduce] backbone {}: {} {} ({} steps x {} sequences{}) into {}", bb,
+                                    has_training_state(dir) ? "resuming the pretraining of" : "pretraining",
+                                    preset.model, preset.pretrain_steps, preset.pretrain_batch,
+                                    bb == "en" ? ", English" : ", " + preset.multilingual, dir.string()));
+  return run_pretrain(p);
+}
+
+// RUNS/backbone-<bb>/eval.json: BPB of the evaluation domains and, with `tasks`, the
+// multiple-choice results; computed once per preset (again only when something is missing).
+inline nlohmann::json backbone_eval(const std::string& bb, const Preset& preset, const ReproduceOptions& o,
+                                    const std::filesystem::path& root, bool tasks) {
+  const std::filesystem::path dir = root / backbone_id(bb), file = dir / "eval.json";
+  nlohmann::json j = std::filesystem::exists(file) ? nlohmann::json::parse(read_file(file)) : nlohmann::json::object();
+  const bool have_bpb = j.value("eval_tokens", int64_t{-1}) == preset.eval_tokens && j.contains("valid_bpb");
+  const bool have_mc = !tasks || (j.contains("mc") && j.value("mc_items", int64_t{-1}) == preset.mc_items &&
+                                  j.value("mc_shots", std::vector<int>{}) == preset.mc_shots);
+  if (have_bpb && have_mc) return j;
+  message(o.on_message, fmt::format("[reproduce] evaluating backbone {}{}", bb, have_bpb ? "" : " (BPB)"));
+  with_loaded_model(dir, "", [&](auto& model, const LoadedInfo& info) {
+    const int64_t ctx = info.config.max_position_embeddings;
+    if (!have_bpb) {
+      std::vector<ValidSet> sets = load_valid_sets(o.corpus, preset.eval_tokens);
+      const std::vector<std::string> keep = backbone_eval_domains();
+      std::erase_if(sets, [&](const ValidSet& v) { return std::find(keep.begin(), keep.end(), v.name) == keep.end(); });
+      j["valid_bpb"] = evaluate_domains(model, sets, ctx, 16);
+      j["eval_tokens"] = preset.eval_tokens;
+    }
+    if (!have_mc) {
+      message(o.on_message, fmt::format("[reproduce] multiple choice of backbone {}: {} items x {} languages", bb,
+                                        preset.mc_items, mc_languages().size()));
+      j["mc"] = evaluate_mc(model, load_mc_items(std::filesystem::path(o.corpus) / mc_dir_name, mc_languages(), preset.mc_items),
+                            preset.mc_shots, ctx);
+      j["mc_items"] = preset.mc_items;
+      j["mc_shots"] = preset.mc_shots;
+    }
+    return 0;
+  });
+  const nlohmann::json pre = nlohmann::json::parse(read_file(dir / "results.json"));
+  j["pretrain_steps"] = pre.value("steps", int64_t{0});
+  j["pretrain_batch"] = pre.value("batch", int64_t{0});
+  j["mixture"] = pre.value("mixture", nlohmann::json());
+  for (const char* key : {"train_seconds", "tokens_per_second", "parameters"})
+    if (pre.contains(key)) j[key] = pre[key];
+  write_file_atomic(file, j.dump(2) + "\n");
+  return j;
+}
+
+// Adds the multiple-choice results to a finished run that lacks them (a run first made for a
+// table without tasks), by loading its checkpoint.
+inline void complete_mc(const RunSpec& r, const Preset& preset, const ReproduceOptions& o, const std::filesystem::path& dir,
+                        nlohmann::json& results) {
+  if (results.contains("mc") && results.value("mc_items", int64_t{-1}) == preset.mc_items &&
+      results.value("mc_shots", std::vector<int>{}) == preset.mc_shots)
+    return;
+  message(o.on_message, fmt::format("[reproduce] multiple choice of {} ({} items x 2 languages)", r.id, preset.mc_items));
+  with_loaded_model(dir, "", [&](auto& model, const LoadedInfo& info) {
+    results["mc"] = evaluate_mc(model, load_mc_items(std::filesystem::path(o.corpus) / mc_dir_name, {"en", r.new_domain}, preset.mc_items),
+                                preset.mc_shots, info.config.max_position_embeddings);
+    return 0;
+  });
+  results["mc_items"] = preset.mc_items;
+  results["mc_shots"] = preset.mc_shots;
+  write_file_atomic(dir / "results.json", results.dump(2) + "\n");
+}
+
+inline ExtendOptions extend_options(const RunSpec& r, const Preset& preset, const ReproduceOptions& o,
+                                    const std::filesystem::path& root, const std::filesystem::path& dir, bool tasks, size_t k, size_t n) {
+  ExtendOptions e;
+  e.checkpoint = (root / backbone_id(r.backbone)).string();
+  e.corpus = o.corpus;
+  e.new_domain = r.new_domain;
+  e.mix = "en-mix";
+  e.p = r.p;
+  e.spec = run_extension_spec(r);
+  e.lr = r.lr;
+  e.steps = preset.steps;
+  e.batch = preset.batch;
+  e.eval_tokens = preset.eval_tokens;
+  e.eval_domains = {"en", "en-ood", r.new_domain};
+  e.eval_initial = false;  // the backbone is evaluated once, in eval.json
+  e.save_every = preset.save_every;
+  e.log_every = preset.log_every;
+  e.show_progress = o.show_progress;
+  e.stop = o.stop;
+  e.on_message = o.on_message;
+  if (tasks) {
+    e.mc_items = preset.mc_items;
+    e.mc_langs = {"en", r.new_domain};
+    e.mc_shots = preset.mc_shots;
+  }
+  e.label = fmt::format("{}/{} {} p={}", k, n, r.method, num(r.p));
+  e.out = dir.string();
+  return e;
+}
+
+// Figure 3 from the finished runs flagged figure3 and the backbone.
+inline void write_figure3(const TableSpec& t, const std::filesystem::path& root, const RunnerOutcome& outcome, const std::filesystem::path& file) {
+  std::map<std::string, std::map<int64_t, std::vector<double>>> spectra;
+  std::vector<std::string> order;
+  const std::filesystem::path backbone = root / backbone_id(t.backbones.front());
+  const ModelConfig config = load_config_json(backbone / config_file_name);
+  const std::vector<int64_t> layers = figure3_layers(config.num_hidden_layers);
+  for (const RunSpec& r : t.runs) {
+    if (!r.figure3 || r.backbone != t.backbones.front() || !outcome.results.count(r.id)) continue;
+    const SafetensorsFile st = load_safetensors(run_dir(root, r.id) / model_file_name);
+    const std::string label = method_label(r.method);
+    for (int64_t l : layers) spectra[label][l] = spectrum_of(st, fmt::format("model.layers.{}.adapter.gate_proj.weight", l));
+    order.push_back(label);
+  }
+  if (order.empty()) return;
+  const SafetensorsFile st = load_safetensors(backbone / model_file_name);
+  for (int64_t l : layers) spectra["Backbone"][l] = spectrum_of(st, fmt::format("model.layers.{}.mlp.gate_proj.weight", l));
+  order.push_back("Backbone");
+  write_file_atomic(file, figure3(spectra, order, layers));
+}
+
+inline void write_curves(const TableSpec& t, const std::filesystem::path& root, const RunnerOutcome& outcome, const std::filesystem::path& file) {
+  SvgPlot plot;
+  plot.title = fmt::format("Training loss ({}; mean over 10 steps)", t.name);
+  plot.xlabel = "step";
+  plot.ylabel = "loss (nats per byte)";
+  plot.width = 900;
+  const std::map<std::string, std::string> labels = run_labels(t.runs);
+  for (const RunSpec& r : t.runs) {
+    const std::filesystem::path log = run_dir(root, r.id) / "train_log.jsonl";
+    if (!outcome.results.count(r.id) || !std::filesystem::exists(log)) continue;
+    plot.series.push_back(SvgSeries{.label = labels.at(r.id),
+                                        .points = loss_curve(read_file(log)), .line = true, .markers = false,
+                                        .color = ""});
+  }
+  write_file_atomic(file, plot.render());
+}
+
+// One table: backbones, runs, outputs (RUNS/<table>/...).
+inline TableOutcome reproduce_table(const std::string& name, const ReproduceOptions& o) {
+  const Preset preset = effective_preset(o);
+  const TableSpec t = table_spec(name, o.extra_methods);
+  const std::filesystem::path root = std::filesystem::path(o.runs) / preset.name;
+  TableOutcome result;
+  list_domains(o.corpus);  // a clear error when there is no corpus
+  if (!has_mc_items(o.corpus)) {
+    if (!o.build_mc_items)
+      throw IoError(fmt::format("{} has no multiple-choice items ({}); build them with `nrlab corpus`", o.corpus,
+                                (std::filesystem::path(o.corpus) / mc_dir_name).string()));
+    message(o.on_message, fmt::format("[reproduce] building the multiple-choice items into {}",
+                                      (std::filesystem::path(o.corpus) / mc_dir_name).string()));
+    o.build_mc_items(o.corpus);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const int64_t ctx = nr::preset(preset.model).max_position_embeddings;
+  size_t todo = 0;
+  for (const RunSpec& r : t.runs) todo += run_state(run_dir(root, r.id)) != RunState::finished;
+  message(o.on_message, fmt::format(
+             "[reproduce] {}\n[reproduce] preset {}: {} backbone(s) ({}, {} pretraining steps x {} x {} bytes), "
+             "{} runs of {} steps x {} x {} bytes ({} to run), BPB on {} bytes per domain{}; runs in {}",
+             t.title, preset.name, t.backbones.size(), preset.model, preset.pretrain_steps, preset.pretrain_batch, ctx,
+             t.runs.size(), preset.steps, preset.batch, ctx, todo, preset.eval_tokens,
+             t.tasks ? fmt::format(", {} multiple-choice items per language", preset.mc_items) : "", root.string()));
+
+  std::map<std::string, nlohmann::json> results;
+  double tokens_per_second = 0.0;
+  for (const std::string& bb : t.backbones) {
+    if (const int rc = ensure_backbone(bb, preset, o, root); rc != 0) {
+      result.status = rc;
+      return result;
+    }
+    results[backbone_id(bb)] = backbone_eval(bb, preset, o, root, t.tasks);
+    tokens_per_second = std::max(tokens_per_second, results[backbone_id(bb)].value("tokens_per_second", 0.0));
+  }
+
+  RunnerOptions ro;
+  ro.label = "reproduce " + t.name;
+  ro.log = [&](const std::string& line) { message(o.on_message, line); };
+  if (tokens_per_second > 0.0) {
+    // Training tokens, the evaluations (forward only: about a third of a training step's cost).
+    const double tokens = static_cast<double>(preset.steps * preset.batch * ctx) +
+                          (preset.eval_tokens > 0 ? static_cast<double>(preset.eval_tokens) : 300000.0) +
+                          (t.tasks ? 2.0 * static_cast<double>(preset.mc_items) * 4.0 * static_cast<double>(ctx) / 3.0 : 0.0);
+    ro.estimate_seconds = tokens / tokens_per_second;
+  }
+  const RunnerOutcome outcome = run_table(t.runs, root, preset, [&](const RunSpec& r, const std::filesystem::path& dir, size_t k, size_t n) {
+    return run_extend(extend_options(r, preset, o, root, dir, t.tasks, k, n));
+  }, ro);
+  result.runner = outcome;
+  if (outcome.stopped) {
+    result.status = outcome.rc;
+    return result;
+  }
+  for (const auto& [id, j] : outcome.results) results[id] = j;
+  if (t.tasks)
+    for (const RunSpec& r : t.runs) complete_mc(r, preset, o, run_dir(root, r.id), results[r.id]);
+
+  const std::filesystem::path out = root / t.name;
+  std::filesystem::create_directories(out);
+  const std::string md = format_markdown(t, results);
+  write_file_atomic(out / "results.md", md);
+  write_file_atomic(out / "results.csv", format_csv(t, results));
+  write_file_atomic(out / "results.json", table_json(t, preset, results).dump(2) + "\n");
+  std::vector<std::string> written = {"results.md", "results.csv", "results.json"};
+  write_curves(t, root, outcome, out / "curves.svg");
+  written.push_back("curves.svg");
+  if (!t.figure1.empty()) {
+    write_file_atomic(out / "figure1.svg", figure1(t, results).render());
+    written.push_back("figure1.svg");
+  }
+  if (std::any_of(t.runs.begin(), t.runs.end(), [](const RunSpec& r) { return r.figure3; })) {
+    write_figure3(t, root, outcome, out / "figure3.svg");
+    if (std::filesystem::exists(out / "figure3.svg")) written.push_back("figure3.svg");
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::string chance;
+  if (t.tasks) {
+    const nlohmann::json& b = results[backbone_id("en")];
+    for (const std::string& lang : {std::string("en"), t.new_domain})
+      if (const auto c = metric_value(b, "chance:" + lang)) chance += fmt::format("{} {:.1f}% ", lang, *c);
+  }
+  result.markdown = md;
+  result.chance = chance;
+  result.out = out;
+  result.written = written;
+  result.seconds = seconds;
+  return result;
+}
+
+}  // namespace nr::recipes

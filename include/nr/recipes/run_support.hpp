@@ -1,0 +1,37 @@
+// nr/recipes/run_support.hpp — small pieces every run of the recipes shares: messages through a
+// callback (the library prints nothing), resuming from a training state, the default warmup.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "nr/io/checkpoint.hpp"
+#include "nr/optim/adamw.hpp"
+
+namespace nr::recipes {
+
+// Receives one human-readable line per stage of a run (no trailing newline).
+using MessageFn = std::function<void(const std::string&)>;
+
+inline void message(const MessageFn& f, const std::string& line) {
+  if (f) f(line);
+}
+
+// Resumes from the training state in `dir` when there is one (weights, AdamW moments, step);
+// returns the step to start from (0 for a fresh run).
+template <class Model>
+int64_t resume_if_present(const std::filesystem::path& dir, Model& model, AdamW& opt, const std::string& label,
+                          const MessageFn& on_message) {
+  if (!has_training_state(dir)) return 0;
+  const int64_t step = load_training_state(dir, model, opt);
+  message(on_message, fmt::format("[{}] resuming {} at step {}", label, dir.string(), step));
+  return step;
+}
+
+// Warmup steps when none is given: a tenth of the run, at most 100.
+inline int64_t default_warmup(int64_t steps) { return std::min<int64_t>(100, steps / 10); }
+
+}  // namespace nr::recipes
