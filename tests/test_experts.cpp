@@ -9,7 +9,7 @@
 #include <map>
 
 #include "nr/data/sampler.hpp"
-#include "nr/data/tokenizer.hpp"
+#include "nr/tokenize/tokenizer.hpp"
 #include "nr/ext/backbone.hpp"
 #include "nr/ext/expert_pruning.hpp"
 #include "nr/ext/insert_experts.hpp"

@@ -8,7 +8,7 @@
 
 #include "nr/autograd/backward.hpp"
 #include "nr/data/sampler.hpp"
-#include "nr/data/tokenizer.hpp"
+#include "nr/tokenize/tokenizer.hpp"
 #include "nr/ext/backbone.hpp"
 #include "nr/ext/lora.hpp"
 #include "nr/optim/adamw.hpp"

@@ -20,6 +20,9 @@
 // layer the router's mean probability of the new experts, 1 - q_0, on each domain instead.
 #pragma once
 
+#include <chrono>
+#include <span>
+
 #include "extension.hpp"
 
 namespace nrlab {
@@ -43,7 +46,7 @@ inline void register_eval_command(CLI::App& app) {
                                "Corpus directory: evaluate every domain's valid.txt (default with --stats: the "
                                "corpus the extension was trained on)");
   text->excludes(corpus);
-  c->add_option("--ctx", o->ctx, "Window length (default: the model's context)")->check(non_negative());
+  c->add_option("--ctx", o->ctx, "Window length in tokens (default: the model's context, at most 1024)")->check(non_negative());
   c->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str()->check(at_least(1));
   c->add_option("--eval-tokens", o->eval_tokens, "Bytes of each text to evaluate at most (0 = all)")
       ->capture_default_str()
@@ -59,20 +62,34 @@ inline void register_eval_command(CLI::App& app) {
     const fs::path dir = o->checkpoint;
     with_loaded_model(dir, o->adapter, [&](auto& model, const LoadedInfo& info) {
       using Model = std::decay_t<decltype(model)>;
-      const int64_t ctx = o->ctx > 0 ? o->ctx : info.config.max_position_embeddings;
+      // Default window: the model's context, at most 1,024 tokens (a real model's 8,192 would make
+      // one window of a few kB of text and cost 8x the attention for little gain).
+      const int64_t ctx = o->ctx > 0 ? o->ctx : std::min<int64_t>(info.config.max_position_embeddings, 1024);
       const nlohmann::json& nr_fields = info.nr_fields;
       std::string corpus_dir = o->corpus;
       if (corpus_dir.empty() && o->text.empty() && o->stats) corpus_dir = nr_fields.value("corpus", "");
       if (o->text.empty() && corpus_dir.empty())
         throw CLI::ValidationError("eval", o->stats ? "give --corpus DIR (the checkpoint does not record its corpus)"
                                                     : "give --text FILE or --corpus DIR");
-      if (!o->text.empty()) {
-        std::vector<int32_t> tokens = tokenize(nr::read_file(o->text));
-        if (o->eval_tokens > 0 && static_cast<int64_t>(tokens.size()) > o->eval_tokens)
-          tokens.resize(static_cast<size_t>(o->eval_tokens));
-        const nr::BpbResult r = nr::bits_per_byte(model, tokens, ctx, o->batch);
-        fmt::print("{}\n", nlohmann::json{{"bpb", r.bpb}, {"tokens", r.tokens}, {"text", o->text}}.dump());
-        return 0;
+      if (!o->text.empty()) {  // with the model's own tokenizer (bytes, or a GGUF / HF model's BPE)
+        return nr::recipes::with_tokenizer(dir, [&](const auto& tokenizer) {
+          std::vector<int32_t> tokens = tokenizer.encode(nr::read_file(o->text));
+          if (o->eval_tokens > 0 && static_cast<int64_t>(tokens.size()) > o->eval_tokens)
+            tokens.resize(static_cast<size_t>(o->eval_tokens));
+          const auto t0 = std::chrono::steady_clock::now();
+          const nr::BpbResult r = nr::bits_per_byte(model, tokenizer, std::span<const int32_t>(tokens), ctx, o->batch);
+          const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          fmt::print("{}\n", nlohmann::json{{"bpb", r.bpb},
+                                            {"nll_bits", r.nll_bits},
+                                            {"tokens", r.tokens},
+                                            {"bytes", r.bytes},
+                                            {"text_bytes", r.text_bytes},
+                                            {"ctx", ctx},
+                                            {"tokens_per_s", seconds > 0 ? static_cast<double>(r.tokens) / seconds : 0.0},
+                                            {"text", o->text}}
+                                 .dump());
+          return 0;
+        });
       }
       const std::vector<ValidSet> sets = load_valid_sets(corpus_dir, o->eval_tokens, nr::ByteTokenizer{});
       nlohmann::json all = nlohmann::json::object();

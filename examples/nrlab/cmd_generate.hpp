@@ -17,8 +17,6 @@
 #include <vector>
 
 #include <nr/eval/generate.hpp>
-#include <nr/io/gguf_tokenizer.hpp>
-#include <nr/tokenize/tokenizer_json.hpp>
 
 #include "extension.hpp"
 
@@ -33,14 +31,6 @@ struct GenerateCmdOptions {
   bool json = false;
   int threads = 0;
 };
-
-// Calls f(tokenizer) with the tokenizer of a checkpoint (see the top of this file).
-template <class F>
-auto with_checkpoint_tokenizer(const fs::path& checkpoint, F&& f) {
-  if (fs::is_regular_file(checkpoint) && checkpoint.extension() == ".gguf") return f(nr::load_gguf_tokenizer(checkpoint));
-  if (fs::is_regular_file(checkpoint / "tokenizer.json")) return f(nr::load_tokenizer_json(checkpoint / "tokenizer.json"));
-  return f(nr::ByteTokenizer{});
-}
 
 inline void register_generate_command(CLI::App& app) {
   auto o = std::make_shared<GenerateCmdOptions>();
@@ -68,7 +58,7 @@ inline void register_generate_command(CLI::App& app) {
                                 .stop_ids = o->stop_ids};
     g.validate();  // before loading the model
     with_loaded_model(o->checkpoint, o->adapter, [&](auto& model, const LoadedInfo&) {
-      const nr::GenerateResult r = with_checkpoint_tokenizer(o->checkpoint, [&](const auto& tokenizer) {
+      const nr::GenerateResult r = nr::recipes::with_tokenizer(o->checkpoint, [&](const auto& tokenizer) {
         return nr::generate(model, tokenizer, o->prompt, g, [&](std::string_view piece) {
           if (o->json) return;
           std::fwrite(piece.data(), 1, piece.size(), stdout);

@@ -10,10 +10,12 @@
 #include "cmd_corpus.hpp"
 #include "cmd_eval.hpp"
 #include "cmd_extend.hpp"
+#include "cmd_generate.hpp"
 #include "cmd_merge.hpp"
 #include "cmd_pretrain.hpp"
 #include "cmd_prune.hpp"
 #include "cmd_reproduce.hpp"
+#include "cmd_tokenize.hpp"
 
 namespace {
 
@@ -44,6 +46,8 @@ int main(int argc, char** argv) {
   nrlab::register_prune_command(app);
   nrlab::register_reproduce_command(app);
   nrlab::register_bench_command(app);
+  nrlab::register_tokenize_command(app);
+  nrlab::register_generate_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

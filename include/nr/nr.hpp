@@ -1,7 +1,7 @@
 // nr/nr.hpp — the umbrella header: everything a program needs to build, train and evaluate.
 //
-// The corpus builder (nr/data/corpus_builder.hpp and the headers it uses) runs external
-// programs and is POSIX-only, so it is not included here; include it where it is needed.
+// The Debian corpus tooling is application code, not part of the library: it lives in
+// tools/corpus (CMake target nr_corpus), used by examples/nrlab.
 #pragma once
 
 #include "nr/config.hpp"
@@ -31,6 +31,7 @@
 #include "nr/ops/gather_rows.hpp"
 #include "nr/ops/gelu.hpp"
 #include "nr/ops/l1.hpp"
+#include "nr/ops/linear_cross_entropy.hpp"
 #include "nr/ops/matmul.hpp"
 #include "nr/ops/mean_rows.hpp"
 #include "nr/ops/reduce.hpp"
@@ -65,18 +66,24 @@
 #include "nr/ext/expert_pruning.hpp"
 #include "nr/ext/insert_experts.hpp"
 #include "nr/ext/lora.hpp"
+#include "nr/ext/migu.hpp"
 #include "nr/ext/new_experts.hpp"
 
 #include "nr/optim/adamw.hpp"
 #include "nr/optim/clip.hpp"
 #include "nr/optim/gradient_mask.hpp"
-#include "nr/optim/migu_linear.hpp"
 #include "nr/optim/schedule.hpp"
 
+#include "nr/tokenize/byte_level_bpe.hpp"
+#include "nr/tokenize/tokenizer.hpp"
+#include "nr/tokenize/tokenizer_json.hpp"
+
 #include "nr/data/sampler.hpp"
-#include "nr/data/tokenizer.hpp"
+#include "nr/tokenize/tokenizer.hpp"
 
 #include "nr/eval/bpb.hpp"
+#include "nr/data/token_file.hpp"
+#include "nr/eval/generate.hpp"
 #include "nr/eval/multiple_choice.hpp"
 
 #include "nr/train/progress.hpp"
@@ -85,6 +92,11 @@
 #include "nr/train/trainer.hpp"
 
 #include "nr/io/checkpoint.hpp"
+#include "nr/io/gguf.hpp"
+#include "nr/io/gguf_llama.hpp"
+#include "nr/io/gguf_quant.hpp"
+#include "nr/io/gguf_tokenizer.hpp"
+#include "nr/io/hf_directory.hpp"
 
 #include "nr/report/spectrum.hpp"
 #include "nr/report/svg_plot.hpp"

@@ -18,11 +18,7 @@
 #include <fmt/format.h>
 
 #include "nr/core/error.hpp"
-#if __has_include("nr/tokenize/tokenizer.hpp")
 #include "nr/tokenize/tokenizer.hpp"
-#else
-#include "nr/data/tokenizer.hpp"
-#endif
 
 namespace nr {
 

@@ -42,11 +42,7 @@
 #include "nr/nn/kv_cache.hpp"
 #include "nr/nn/module.hpp"
 #include "nr/ops/matmul.hpp"
-#if __has_include("nr/tokenize/tokenizer.hpp")
 #include "nr/tokenize/tokenizer.hpp"
-#else
-#include "nr/data/tokenizer.hpp"
-#endif
 
 namespace nr {
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -25,32 +26,39 @@ inline bool is_extension_parameter(const std::string& name) {
          name.find(".lora_B.") != std::string::npos || name.find(".new_experts.") != std::string::npos;
 }
 
-// Copies the backbone weights of `dir` into `model`; returns the names of the new parameters.
+// Copies backbone tensors (Hugging Face names, as from any file format) into `model`; returns the
+// names of the new parameters. `source` names the file in errors.
 template <Module M>
-std::vector<std::string> load_backbone(const std::filesystem::path& dir, M& model) {
-  const std::filesystem::path file = dir / model_file_name;
-  const SafetensorsFile st = load_safetensors(file);
+std::vector<std::string> load_backbone_tensors(const std::map<std::string, Tensor>& tensors, const std::string& source,
+                                               M& model) {
   std::set<std::string> used;
   std::vector<std::string> fresh;
   model.visit_parameters([&](const std::string& name, Var& p) {
-    const auto it = st.tensors.find(name);
-    if (it == st.tensors.end()) {
+    const auto it = tensors.find(name);
+    if (it == tensors.end()) {
       if (!is_extension_parameter(name))
-        throw IoError(fmt::format("{}: backbone tensor '{}' is missing", file.string(), name));
+        throw IoError(fmt::format("{}: backbone tensor '{}' is missing", source, name));
       fresh.push_back(name);
       return;
     }
     if (!(it->second.shape() == p.shape()))
-      throw IoError(fmt::format("{}: tensor '{}' has shape {} but the model expects {}", file.string(), name,
+      throw IoError(fmt::format("{}: tensor '{}' has shape {} but the model expects {}", source, name,
                                 it->second.shape().str(), p.shape().str()));
     p.value().copy_(it->second);
     used.insert(name);
   }, "");
-  for (const auto& [name, t] : st.tensors)
+  for (const auto& [name, t] : tensors)
     if (!used.count(name))
-      throw IoError(fmt::format("{}: tensor '{}' of shape {} has no parameter in the extended model", file.string(),
+      throw IoError(fmt::format("{}: tensor '{}' of shape {} has no parameter in the extended model", source,
                                 name, t.shape().str()));
   return fresh;
+}
+
+// Copies the backbone weights of the nr checkpoint `dir` (model.safetensors) into `model`.
+template <Module M>
+std::vector<std::string> load_backbone(const std::filesystem::path& dir, M& model) {
+  const std::filesystem::path file = dir / model_file_name;
+  return load_backbone_tensors(load_safetensors(file).tensors, file.string(), model);
 }
 
 // Freezes the backbone: only extension parameters stay trainable. Returns the trainable count.

@@ -19,7 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nr/data/domain.hpp"
-#include "nr/data/tokenizer.hpp"
+#include "nr/tokenize/tokenizer.hpp"
 #include "nr/eval/bpb.hpp"
 #include "nr/ext/adapter.hpp"
 #include "nr/ext/new_experts.hpp"

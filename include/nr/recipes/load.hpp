@@ -26,14 +26,10 @@
 #include "nr/recipes/models.hpp"
 #include "nr/recipes/registry.hpp"
 
-// The pretrained-model readers, when this tree has them.
-#if __has_include("nr/io/gguf_llama.hpp") && __has_include("nr/io/hf_directory.hpp")
 #include "nr/io/gguf_llama.hpp"
+#include "nr/io/gguf_tokenizer.hpp"
 #include "nr/io/hf_directory.hpp"
-#define NR_RECIPES_PRETRAINED_READERS 1
-#else
-#define NR_RECIPES_PRETRAINED_READERS 0
-#endif
+#include "nr/tokenize/tokenizer_json.hpp"
 
 namespace nr::recipes {
 
@@ -74,22 +70,31 @@ auto with_loaded_model(const std::filesystem::path& path, const std::string& ada
   const ModelFormat format = model_format(path);
   LoadedInfo info;
   info.format = format;
-#if NR_RECIPES_PRETRAINED_READERS
-  // A GGUF file, or a sharded Hugging Face directory; one model.safetensors is read below as the
-  // weights of a plain backbone (the same tensors, with the file named in every error).
-  if (adapter.empty() && (format == ModelFormat::gguf || (format == ModelFormat::hf_directory &&
-                                                          !fs::exists(path / model_file_name)))) {
+  // A GGUF file or a sharded Hugging Face directory: a plain backbone, or the backbone of an
+  // adapter. One model.safetensors is read below as the weights of a plain backbone (the same
+  // tensors, with the file named in every error).
+  if (format == ModelFormat::gguf ||
+      (format == ModelFormat::hf_directory && !fs::exists(path / model_file_name))) {
     const PretrainedModel pretrained = format == ModelFormat::gguf ? load_llama_gguf(path) : load_hf_directory(path);
     info.config = pretrained.config;
-    return with_model(info.config, 0, [&](auto& model) {
-      assign_parameters(model, pretrained.tensors, pretrained.source);
+    if (adapter.empty())
+      return with_model(info.config, 0, [&](auto& model) {
+        assign_parameters(model, pretrained.tensors, pretrained.source);
+        return f(model, std::as_const(info));
+      });
+    info.nr_fields = load_adapter_config(adapter);
+    const std::string source = (fs::path(adapter) / adapter_config_file_name).string();
+    ExtensionSpec spec = spec_from_adapter_config(info.nr_fields, source);
+    info.spec = spec;
+    if (is_moe_checkpoint(info.nr_fields))
+      throw ValueError(fmt::format("{}: experts inserted into a mixture-of-experts backbone need an nr checkpoint "
+                                   "as backbone, not {}", source, path.string()));
+    return build_extended(spec, info.config, 0, [&](auto& model) {
+      load_backbone_tensors(pretrained.tensors, pretrained.source, model);
+      load_adapter_file(adapter, model);
       return f(model, std::as_const(info));
     });
   }
-#endif
-  if (format == ModelFormat::gguf)
-    throw ValueError(fmt::format("{}: {} GGUF files is not supported yet", path.string(),
-                                 adapter.empty() ? "loading" : "an adapter over"));
   const ConfigJsonDocument doc = load_config_json_document(path / config_file_name);
   info.config = doc.config;
   if (!adapter.empty()) {
@@ -134,6 +139,17 @@ auto with_loaded_model(const std::filesystem::path& path, const std::string& ada
     load_model_weights(path, model);
     return f(model, std::as_const(info));
   });
+}
+
+// Calls f(tokenizer) with the tokenizer that goes with a model: a GGUF file's own byte-level BPE
+// (its metadata), a directory's tokenizer.json (Hugging Face directories), else bytes (nr's own
+// checkpoints are byte-level). f must return the same type for every tokenizer.
+template <class F>
+auto with_tokenizer(const std::filesystem::path& path, F&& f) {
+  namespace fs = std::filesystem;
+  if (fs::is_regular_file(path) && path.extension() == ".gguf") return f(load_gguf_tokenizer(path));
+  if (fs::is_regular_file(path / "tokenizer.json")) return f(load_tokenizer_json(path / "tokenizer.json"));
+  return f(ByteTokenizer{});
 }
 
 }  // namespace nr::recipes

@@ -32,7 +32,7 @@
 
 #include "nr/data/domain.hpp"
 #include "nr/data/sampler.hpp"
-#include "nr/data/tokenizer.hpp"
+#include "nr/tokenize/tokenizer.hpp"
 #include "nr/eval/bpb.hpp"
 #include "nr/io/checkpoint.hpp"
 #include "nr/recipes/models.hpp"

@@ -24,7 +24,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "nr/data/tokenizer.hpp"
+#include "nr/tokenize/tokenizer.hpp"
 #include "nr/eval/bpb.hpp"
 #include "nr/ext/expert_pruning.hpp"
 #include "nr/io/checkpoint.hpp"

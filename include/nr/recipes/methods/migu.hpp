@@ -4,11 +4,7 @@
 // (optim/gradient_mask.hpp). `migu-finetune` masks full finetuning, `migu-lora` LoRA's A and B.
 #pragma once
 
-#if __has_include("nr/ext/migu.hpp")
 #include "nr/ext/migu.hpp"
-#else
-#include "nr/optim/migu_linear.hpp"
-#endif
 #include "nr/recipes/methods/lora.hpp"
 
 namespace nr::recipes {
