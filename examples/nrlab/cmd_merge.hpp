@@ -9,6 +9,8 @@
 // it exceeds --tolerance (float32 rounding of the folded product, ~1e-6 for small models).
 #pragma once
 
+#include <nr/recipes/merge.hpp>
+
 #include "extension.hpp"
 
 namespace nrlab {
@@ -18,22 +20,6 @@ struct MergeOptions {
   double tolerance = 1e-4;
   int threads = 0;
 };
-
-// Random token windows (B, T) from a fixed seed, for comparing two models.
-inline nr::Indices random_tokens(int64_t B, int64_t T, int64_t vocab, uint64_t seed) {
-  nr::Rng rng(seed);
-  nr::Indices ids;
-  ids.shape = nr::Shape{B, T};
-  ids.data.resize(static_cast<size_t>(B * T));
-  for (int32_t& v : ids.data) v = static_cast<int32_t>(rng.randint(vocab));
-  return ids;
-}
-
-inline double max_abs_diff(const nr::Tensor& a, const nr::Tensor& b) {
-  double m = 0.0;
-  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, static_cast<double>(std::abs(a.data()[i] - b.data()[i])));
-  return m;
-}
 
 inline void register_merge_command(CLI::App& app) {
   auto o = std::make_shared<MergeOptions>();
@@ -48,49 +34,13 @@ inline void register_merge_command(CLI::App& app) {
   c->add_option("--threads", o->threads, "Threads (default: NR_NUM_THREADS or all)");
   c->callback([o]() {
     apply_threads(o->threads);
-    if (fs::weakly_canonical(o->out) == fs::weakly_canonical(o->checkpoint) ||
-        (!o->adapter.empty() && fs::weakly_canonical(o->out) == fs::weakly_canonical(o->adapter)))
-      throw nr::ValueError(fmt::format("--out {} would overwrite the input; choose another directory", o->out));
-    with_loaded_model(o->checkpoint, o->adapter, [&](auto& model, const LoadedInfo& info) {
-      using Model = std::decay_t<decltype(model)>;
-      if constexpr (!std::is_same_v<Model, nr::LoraLlama> && !std::is_same_v<Model, nr::MiguLoraLlama>) {
-        throw nr::ValueError(fmt::format("{} is not a LoRA model (method '{}'); only LoRA merges into the backbone",
-                                         o->adapter.empty() ? o->checkpoint : o->adapter,
-                                         info.nr_fields.value("method", info.nr_fields.value("peft_type", "backbone"))));
-      } else {
-        const nr::ModelConfig& config = info.config;
-        const nr::Indices ids = random_tokens(2, config.max_position_embeddings, config.vocab_size, 12345);
-        nr::Tensor before;
-        {
-          nr::NoGrad no_grad;
-          before = model(ids).value().clone();
-        }
-        nr::merge_lora(model);
-        nlohmann::json fields = {{"method", "lora-merged"}, {"merged_from", o->adapter.empty() ? o->checkpoint : o->adapter},
-                                 {"lora", spec_to_json(*info.spec)}};
-        for (const char* key : {"backbone", "corpus", "new", "mix", "p", "original_domain"})
-          if (info.nr_fields.contains(key)) fields[key] = info.nr_fields[key];
-        nr::save_model(o->out, model, config, fields);
-
-        nr::Llama merged(config, 0);
-        nr::load_model_weights(o->out, merged);  // strict: plain Llama names only
-        double diff = 0.0;
-        {
-          nr::NoGrad no_grad;
-          diff = max_abs_diff(before, merged(ids).value());
-        }
-        fmt::print(stderr, "[merge] rank {} (scaling {}) merged into {} projections per layer; wrote {}\n",
-                   *info.spec->rank, *info.spec->lora_alpha / static_cast<double>(*info.spec->rank),
-                   info.spec->lora_targets->size(), o->out);
-        fmt::print(stderr, "[merge] max |logit difference| merged vs unmerged on {} random tokens: {:.3g}\n",
-                   ids.data.size(), diff);
-        fmt::print("{}\n", nlohmann::json{{"out", o->out}, {"max_logit_diff", diff}}.dump());
-        if (!(diff <= o->tolerance))
-          throw nr::NumericError(fmt::format("merged logits differ from the unmerged ones by {:.3g} > tolerance {:.3g}",
-                                             diff, o->tolerance));
-      }
-      return 0;
-    });
+    const nr::recipes::MergeOutcome r =
+        nr::recipes::merge_lora_checkpoint(o->checkpoint, o->adapter, o->out, o->tolerance);
+    fmt::print(stderr, "[merge] rank {} (scaling {}) merged into {} projections per layer; wrote {}\n", r.rank,
+               r.scaling, r.targets, o->out);
+    fmt::print(stderr, "[merge] max |logit difference| merged vs unmerged on {} random tokens: {:.3g}\n", r.tokens,
+               r.max_logit_diff);
+    fmt::print("{}\n", nlohmann::json{{"out", o->out}, {"max_logit_diff", r.max_logit_diff}}.dump());
   });
 }
 

@@ -32,18 +32,10 @@
 #include <vector>
 
 #include "nr/core/error.hpp"
+#include "nr/core/hash.hpp"
 
 namespace nr {
 
-// FNV-1a, 64 bits: a fixed, portable hash (offset basis 14695981039346656037, prime 1099511628211).
-inline uint64_t fnv1a64(std::string_view s) {
-  uint64_t h = 14695981039346656037ull;
-  for (char c : s) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 1099511628211ull;
-  }
-  return h;
-}
 
 // Runs of ASCII whitespace (space, tab, CR, LF, FF, VT) become one space; both ends trimmed.
 inline std::string normalize_whitespace(std::string_view s) {

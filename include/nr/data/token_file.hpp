@@ -46,6 +46,7 @@
 #include <fmt/format.h>
 
 #include "nr/core/error.hpp"
+#include "nr/core/hash.hpp"
 #include "nr/data/token_bytes.hpp"
 #include "nr/io/atomic_file.hpp"
 
@@ -55,15 +56,6 @@ inline constexpr char token_file_magic[8] = {'N', 'R', 'T', 'O', 'K', 'E', 'N', 
 inline constexpr uint32_t token_file_version = 1;
 inline constexpr uint64_t token_file_header_bytes = 48;
 inline constexpr uint32_t token_file_max_fingerprint = 4096;
-
-// 64-bit FNV-1a of `bytes`, continuing from `h`.
-inline uint64_t fnv1a64(std::string_view bytes, uint64_t h = 0xcbf29ce484222325ull) {
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
 
 // What a token file says about its ids.
 struct TokenFileInfo {

@@ -29,6 +29,7 @@
 #include "nr/io/gguf_llama.hpp"
 #include "nr/io/gguf_tokenizer.hpp"
 #include "nr/io/hf_directory.hpp"
+#include "nr/tokenize/tokenizer.hpp"
 #include "nr/tokenize/tokenizer_json.hpp"
 
 namespace nr::recipes {
@@ -139,6 +140,27 @@ auto with_loaded_model(const std::filesystem::path& path, const std::string& ada
     load_model_weights(path, model);
     return f(model, std::as_const(info));
   });
+}
+
+// The weights and config of a plain backbone in any format: a GGUF file, a Hugging Face directory,
+// or an nr checkpoint of a plain model (backbone, finetune, merged LoRA). An nr checkpoint of an
+// extension is refused: its backbone is the checkpoint it was extended from.
+inline PretrainedModel load_pretrained(const std::filesystem::path& path) {
+  switch (model_format(path)) {
+    case ModelFormat::gguf: return load_llama_gguf(path);
+    case ModelFormat::hf_directory: return load_hf_directory(path);
+    case ModelFormat::nr_checkpoint: break;
+  }
+  const ConfigJsonDocument doc = load_config_json_document(path / config_file_name);
+  const std::string method = doc.json["nr"].value("method", "backbone");
+  if (!is_plain_method(method))
+    throw ValueError(fmt::format("{}: a '{}' checkpoint is not a plain backbone; give the backbone it extends",
+                                 path.string(), method));
+  PretrainedModel m;
+  m.config = doc.config;
+  m.source = (path / model_file_name).string();
+  m.tensors = load_safetensors(path / model_file_name).tensors;
+  return m;
 }
 
 // Calls f(tokenizer) with the tokenizer that goes with a model: a GGUF file's own byte-level BPE
