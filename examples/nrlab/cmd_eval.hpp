@@ -91,6 +91,10 @@ inline void register_eval_command(CLI::App& app) {
           return 0;
         });
       }
+      if (info.format != nr::recipes::ModelFormat::nr_checkpoint)
+        throw nr::ValueError(fmt::format("{}: --corpus evaluates nr's byte-level models; for a GGUF or Hugging Face "
+                                         "model give --text FILE (evaluated with the model's own tokenizer)",
+                                         o->checkpoint));
       const std::vector<ValidSet> sets = load_valid_sets(corpus_dir, o->eval_tokens, nr::ByteTokenizer{});
       nlohmann::json all = nlohmann::json::object();
       nlohmann::json stats_json;

@@ -41,9 +41,9 @@ enum class ModelFormat { nr_checkpoint, hf_directory, gguf };
 inline ModelFormat model_format(const std::filesystem::path& path) {
   namespace fs = std::filesystem;
   if (fs::is_regular_file(path) && path.extension() == ".gguf") return ModelFormat::gguf;
-  if (!fs::is_directory(path))
-    throw IoError(fmt::format("{}: not a model directory (config.json + model.safetensors) nor a .gguf file",
-                              path.string()));
+  if (!fs::is_directory(path))  // name the file a checkpoint directory would need
+    throw IoError(fmt::format("{}: no such model: neither a .gguf file nor a directory with {}", path.string(),
+                              (path / config_file_name).string()));
   const ConfigJsonDocument doc = load_config_json_document(path / config_file_name);
   return doc.json.contains("nr") && doc.json["nr"].is_object() ? ModelFormat::nr_checkpoint : ModelFormat::hf_directory;
 }
