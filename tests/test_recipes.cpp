@@ -1,16 +1,20 @@
 // nr/recipes: the method registry (descriptors, defaults as std::optional, the checks that name
 // the methods taking a field, config.json "nr" round trips), the seed streams, the new
 // serial-adapter method (identity at initialisation, after the FFN, sized by the budget) and
-// the one place that decides a model's format.
+// the one place that decides a model's format, and extending a model that brings its own BPE
+// tokenizer (token-file cache, BPB over bytes, trainable-only training state, resume).
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <atomic>
+#include <cstring>
 #include <set>
 
 #include <nr/nr.hpp>
+#include <nr/recipes/extend.hpp>
 #include <nr/recipes/load.hpp>
 #include <nr/recipes/registry.hpp>
 
@@ -205,5 +209,162 @@ TEST_CASE("model_format decides the format in one place", "[recipes][load]") {
   CHECK(is_plain_method("backbone"));
   CHECK(is_plain_method("migu-finetune"));
   CHECK_FALSE(is_plain_method("neutral"));
+  fs::remove_all(root);
+}
+
+namespace {
+
+// A byte-level BPE tokenizer.json: the 256 byte tokens and four merges (ids 256-259).
+std::string tiny_tokenizer_json() {
+  nlohmann::json vocab = nlohmann::json::object();
+  const auto& u = nr::byte_to_unicode();
+  auto utf8 = [](char32_t c) {
+    std::string s;
+    if (c < 0x80) {
+      s += static_cast<char>(c);
+    } else {
+      s += static_cast<char>(0xC0 | (c >> 6));
+      s += static_cast<char>(0x80 | (c & 0x3F));
+    }
+    return s;
+  };
+  for (int b = 0; b < 256; ++b) vocab[utf8(u[static_cast<size_t>(b)])] = b;
+  const std::string space = utf8(u[' ']);
+  vocab["es"] = 256;
+  vocab[space + "l"] = 257;
+  vocab["on"] = 258;
+  vocab["est"] = 259;
+  nlohmann::json merges = nlohmann::json::array({nlohmann::json::array({"e", "s"}), nlohmann::json::array({space, "l"}),
+                                                 nlohmann::json::array({"o", "n"}), nlohmann::json::array({"es", "t"})});
+  return nlohmann::json{{"version", "1.0"},
+                        {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+                        {"decoder", {{"type", "ByteLevel"}}},
+                        {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}}}}
+      .dump();
+}
+
+std::string sentences(const std::vector<std::string>& words, int count, uint64_t seed) {
+  nr::Rng rng(seed);
+  std::string text;
+  for (int i = 0; i < count; ++i) {
+    for (int w = 0; w < 6; ++w) text += (w ? " " : "") + words[static_cast<size_t>(rng.randint(static_cast<int64_t>(words.size())))];
+    text += ".\n";
+  }
+  return text;
+}
+
+}  // namespace
+
+TEST_CASE("extend a Hugging Face directory with its own tokenizer: cached token files, BPB over bytes, "
+          "trainable-only training state that resumes exactly", "[recipes][extend][bpe]") {
+  const fs::path root = fs::temp_directory_path() / fmt::format("nr_test_extend_bpe_{}", static_cast<long>(::getpid()));
+  fs::remove_all(root);
+  // The corpus: English-like original text, French-like new text.
+  const std::vector<std::string> en = {"the", "cat", "sleeps", "on", "les", "mats", "test", "lemon"};
+  const std::vector<std::string> fr = {"le", "chat", "est", "sur", "les", "tapis", "on", "dort"};
+  for (const auto& [name, words] : {std::pair{std::string("en-mix"), en}, std::pair{std::string("fr"), fr}}) {
+    fs::create_directories(root / "corpus" / name);
+    std::ofstream(root / "corpus" / name / "train.txt") << sentences(words, 200, 1);
+    std::ofstream(root / "corpus" / name / "valid.txt") << sentences(words, 30, 2);
+  }
+  // The backbone: a micro Llama saved as a Hugging Face directory (no "nr"), with tokenizer.json.
+  nr::ModelConfig config = micro_config();
+  config.vocab_size = 260;
+  const fs::path hf = root / "hf";
+  with_model(config, 3, [&](auto& model) { nr::save_model(hf, model, config); });
+  std::ofstream(hf / "tokenizer.json") << tiny_tokenizer_json();
+  const nr::BpeTokenizer tok = nr::load_tokenizer_json(hf / "tokenizer.json");
+  REQUIRE(tok.encode(" lest on") == std::vector<int32_t>{257, 259, 32, 258});
+
+  ExtendOptions o;
+  o.checkpoint = hf.string();
+  o.corpus = (root / "corpus").string();
+  o.new_domain = "fr";
+  o.p = 0.25;
+  o.spec.method = "lora";
+  o.steps = 3;
+  o.batch = 2;
+  o.eval_tokens = 0;
+  o.save_every = 1;
+  o.out = (root / "straight").string();
+  nlohmann::json straight;
+  REQUIRE(run_extend(o, &straight) == 0);
+
+  SECTION("the corpus is tokenised once, with the model's tokenizer, into token files") {
+    const std::string hash = fmt::format("{:016x}", nr::fnv1a64(nr::tokenizer_fingerprint(tok)));
+    for (const char* file : {"fr/train.txt", "fr/valid.txt", "en-mix/train.txt", "en-mix/valid.txt"}) {
+      const fs::path cache = root / "corpus" / (std::string(file) + "." + hash + ".tokens");
+      REQUIRE(fs::exists(cache));
+      const nr::TokenFile f = nr::TokenFile::open(cache);
+      const std::vector<int32_t> want = tok.encode(nr::read_file(root / "corpus" / file));
+      CHECK(std::vector<int32_t>(f.ids().begin(), f.ids().end()) == want);
+    }
+    const auto stamp = fs::last_write_time(root / "corpus" / ("fr/train.txt." + hash + ".tokens"));
+    o.out = (root / "again").string();
+    o.steps = 0;
+    REQUIRE(run_extend(o) == 0);
+    CHECK(fs::last_write_time(root / "corpus" / ("fr/train.txt." + hash + ".tokens")) == stamp);
+  }
+
+  SECTION("results, tokenizer and bits per byte") {
+    CHECK(straight.at("ctx") == config.max_position_embeddings);  // the default window: the model's context
+    CHECK(straight.at("tokenizer") == fs::absolute(hf).lexically_normal().string());
+    // The saved extension names its tokenizer: model_tokenizer(out) is the backbone's BPE.
+    CHECK(model_tokenizer(root / "straight").encode(" lest on") == std::vector<int32_t>{257, 259, 32, 258});
+    CHECK(model_tokenizer(root / "straight").vocab_size() == 260);
+    // The evaluation divides by UTF-8 bytes: the same BPB as bits_per_byte with the tokenizer.
+    with_loaded_model(root / "straight", "", [&](auto& model, const LoadedInfo&) {
+      const std::string valid = nr::read_file(root / "corpus" / "fr" / "valid.txt");
+      const nr::BpbResult r = nr::bits_per_byte(model, tok, std::span<const int32_t>(tok.encode(valid)),
+                                                config.max_position_embeddings, 16);
+      CHECK(r.bytes < static_cast<int64_t>(valid.size()));
+      CHECK(r.bytes > static_cast<int64_t>(valid.size()) - 4 * static_cast<int64_t>(valid.size()) / 16 / 3);
+      CHECK(straight.at("valid_bpb").at("fr").get<double>() == Approx(r.bpb).epsilon(1e-12));
+      return 0;
+    });
+    // The training state holds the trained LoRA weights and their moments, not the frozen backbone.
+    const nr::SafetensorsFile state = nr::load_safetensors(root / "straight" / nr::training_state_file_name);
+    CHECK(state.metadata.at("weights") == "trainable");
+    CHECK(state.tensors.count("model.embed_tokens.weight") == 0);
+    size_t weights = 0;
+    for (const auto& [name, t] : state.tensors) {
+      if (name.rfind("optimizer.", 0) == 0) continue;
+      ++weights;
+      CHECK(name.find("lora") != std::string::npos);
+    }
+    CHECK(weights > 0);
+    CHECK(state.tensors.size() == 3 * weights);  // each trained weight and its two AdamW moments
+  }
+
+  SECTION("a run stopped after step 1 and resumed ends with the same weights as a straight run") {
+    o.out = (root / "resumed").string();
+    std::atomic<int> stop{15};  // as if SIGTERM arrived during step 1
+    o.stop = &stop;
+    CHECK(run_extend(o) == 128 + 15);
+    CHECK(nr::load_safetensors(root / "resumed" / nr::training_state_file_name).metadata.at("step") == "1");
+    stop = 0;
+    std::string resumed_from;
+    o.on_message = [&](const std::string& line) {
+      if (line.find("resuming") != std::string::npos) resumed_from = line;
+    };
+    nlohmann::json resumed;
+    REQUIRE(run_extend(o, &resumed) == 0);
+    CHECK_THAT(resumed_from, Catch::Contains("at step 1"));
+    const nr::SafetensorsFile a = nr::load_safetensors(root / "straight" / "adapter_model.safetensors");
+    const nr::SafetensorsFile b = nr::load_safetensors(root / "resumed" / "adapter_model.safetensors");
+    REQUIRE(a.tensors.size() == b.tensors.size());
+    for (const auto& [name, t] : a.tensors) {
+      const nr::Tensor& u = b.tensors.at(name);
+      REQUIRE(u.numel() == t.numel());
+      CHECK(std::memcmp(u.data(), t.data(), static_cast<size_t>(t.numel()) * sizeof(float)) == 0);
+    }
+    CHECK(resumed.at("valid_bpb") == straight.at("valid_bpb"));
+  }
+
+  SECTION("a window longer than the model's context is refused") {
+    o.out = (root / "long").string();
+    o.ctx = config.max_position_embeddings + 1;
+    CHECK_THROWS_WITH(run_extend(o), Catch::Contains("--ctx 17"));
+  }
   fs::remove_all(root);
 }

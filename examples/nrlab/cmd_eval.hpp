@@ -5,10 +5,12 @@
 //   nrlab eval --checkpoint CKPT --text FILE             BPB of one file
 //   nrlab eval --checkpoint BACKBONE --adapter DIR ...   backbone + adapter_model.safetensors
 //   nrlab eval --checkpoint OUT --stats                  + per-layer adapter statistics
-// The model is loaded by nr::recipes::with_loaded_model (type from config.json "nr" or
-// adapter_config.json): a plain backbone,
+// CKPT is any model nr loads (nr::recipes::with_loaded_model): a GGUF file, a Hugging Face
+// directory or an nr checkpoint (type from config.json "nr" or adapter_config.json): a plain backbone,
 // finetune or merged LoRA model, LoRA, adapters with their gate, new experts, or a
-// mixture-of-experts backbone (pretrained with --arch moe, perhaps pruned or extended).
+// mixture-of-experts backbone (pretrained with --arch moe, perhaps pruned or extended). Text is
+// tokenised with the model's tokenizer (nr::recipes::model_tokenizer); a corpus's valid sets are
+// cached as token files next to the text. Bits per byte = NLL bits / UTF-8 bytes predicted.
 //
 // --stats (adapter methods): the original domain's valid text is evaluated with every
 // sequence flagged original (ForwardContext::original = 1), the new domain's with 0, both with
@@ -38,7 +40,7 @@ inline void register_eval_command(CLI::App& app) {
   auto o = std::make_shared<EvalOptions>();
   CLI::App* c = app.add_subcommand("eval", "Bits per byte of a checkpoint on a text file or every domain of a corpus");
   c->add_option("--checkpoint", o->checkpoint,
-                "Checkpoint directory (model.safetensors + config.json); the backbone when --adapter is given")
+                "GGUF file, Hugging Face directory or nr checkpoint; the backbone when --adapter is given")
       ->required();
   c->add_option("--adapter", o->adapter, "Adapter directory (adapter_config.json + adapter_model.safetensors)");
   auto* text = c->add_option("--text", o->text, "UTF-8 text file to evaluate");
@@ -48,7 +50,7 @@ inline void register_eval_command(CLI::App& app) {
   text->excludes(corpus);
   c->add_option("--ctx", o->ctx, "Window length in tokens (default: the model's context, at most 1024)")->check(non_negative());
   c->add_option("--batch", o->batch, "Windows per forward pass")->capture_default_str()->check(at_least(1));
-  c->add_option("--eval-tokens", o->eval_tokens, "Bytes of each text to evaluate at most (0 = all)")
+  c->add_option("--eval-tokens", o->eval_tokens, "Tokens of each text to evaluate at most (bytes for nr's byte-level models; 0 = all)")
       ->capture_default_str()
       ->check(non_negative());
   auto* stats = c->add_flag("--stats", o->stats, "Per-layer adapter statistics on original vs new domain text");
@@ -64,7 +66,8 @@ inline void register_eval_command(CLI::App& app) {
       using Model = std::decay_t<decltype(model)>;
       // Default window: the model's context, at most 1,024 tokens (a real model's 8,192 would make
       // one window of a few kB of text and cost 8x the attention for little gain).
-      const int64_t ctx = o->ctx > 0 ? o->ctx : std::min<int64_t>(info.config.max_position_embeddings, 1024);
+      const int64_t ctx = nr::recipes::resolve_window(o->ctx > 0 ? std::optional<int64_t>(o->ctx) : std::nullopt, info.config);
+      const nr::AnyTokenizer tokenizer = nr::recipes::model_tokenizer(dir);
       const nlohmann::json& nr_fields = info.nr_fields;
       std::string corpus_dir = o->corpus;
       if (corpus_dir.empty() && o->text.empty() && o->stats) corpus_dir = nr_fields.value("corpus", "");
@@ -72,30 +75,24 @@ inline void register_eval_command(CLI::App& app) {
         throw CLI::ValidationError("eval", o->stats ? "give --corpus DIR (the checkpoint does not record its corpus)"
                                                     : "give --text FILE or --corpus DIR");
       if (!o->text.empty()) {  // with the model's own tokenizer (bytes, or a GGUF / HF model's BPE)
-        return nr::recipes::with_tokenizer(dir, [&](const auto& tokenizer) {
-          std::vector<int32_t> tokens = tokenizer.encode(nr::read_file(o->text));
-          if (o->eval_tokens > 0 && static_cast<int64_t>(tokens.size()) > o->eval_tokens)
-            tokens.resize(static_cast<size_t>(o->eval_tokens));
-          const auto t0 = std::chrono::steady_clock::now();
-          const nr::BpbResult r = nr::bits_per_byte(model, tokenizer, std::span<const int32_t>(tokens), ctx, o->batch);
-          const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-          fmt::print("{}\n", nlohmann::json{{"bpb", r.bpb},
-                                            {"nll_bits", r.nll_bits},
-                                            {"tokens", r.tokens},
-                                            {"bytes", r.bytes},
-                                            {"text_bytes", r.text_bytes},
-                                            {"ctx", ctx},
-                                            {"tokens_per_s", seconds > 0 ? static_cast<double>(r.tokens) / seconds : 0.0},
-                                            {"text", o->text}}
-                                 .dump());
-          return 0;
-        });
+        std::vector<int32_t> tokens = tokenizer.encode(nr::read_file(o->text));
+        if (o->eval_tokens > 0 && static_cast<int64_t>(tokens.size()) > o->eval_tokens)
+          tokens.resize(static_cast<size_t>(o->eval_tokens));
+        const auto t0 = std::chrono::steady_clock::now();
+        const nr::BpbResult r = nr::bits_per_byte(model, tokenizer, std::span<const int32_t>(tokens), ctx, o->batch);
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        fmt::print("{}\n", nlohmann::json{{"bpb", r.bpb},
+                                          {"nll_bits", r.nll_bits},
+                                          {"tokens", r.tokens},
+                                          {"bytes", r.bytes},
+                                          {"text_bytes", r.text_bytes},
+                                          {"ctx", ctx},
+                                          {"tokens_per_s", seconds > 0 ? static_cast<double>(r.tokens) / seconds : 0.0},
+                                          {"text", o->text}}
+                               .dump());
+        return 0;
       }
-      if (info.format != nr::recipes::ModelFormat::nr_checkpoint)
-        throw nr::ValueError(fmt::format("{}: --corpus evaluates nr's byte-level models; for a GGUF or Hugging Face "
-                                         "model give --text FILE (evaluated with the model's own tokenizer)",
-                                         o->checkpoint));
-      const std::vector<ValidSet> sets = load_valid_sets(corpus_dir, o->eval_tokens, nr::ByteTokenizer{});
+      const std::vector<ValidSet> sets = load_valid_sets(corpus_dir, o->eval_tokens, tokenizer);
       nlohmann::json all = nlohmann::json::object();
       nlohmann::json stats_json;
       std::map<std::string, int64_t> predicted;
@@ -109,11 +106,12 @@ inline void register_eval_command(CLI::App& app) {
           const std::string original = !o->original_domain.empty() ? o->original_domain
                                                                    : nr_fields.value("original_domain", "en");
           if (new_domain.empty()) throw CLI::ValidationError("eval", "give --new DOMAIN for --stats");
-          const nlohmann::json bpb = evaluate_domains(model, sets, ctx, o->batch, original, new_domain, &stats_json, &predicted);
+          const nlohmann::json bpb = evaluate_domains(model, sets, ctx, o->batch, original, new_domain, &stats_json, &predicted,
+                                                      tokenizer);
           for (auto it = bpb.begin(); it != bpb.end(); ++it) all[it.key()] = {{"bpb", it.value()}};
         }
       } else {
-        const nlohmann::json bpb = evaluate_domains(model, sets, ctx, o->batch, "", "", nullptr, &predicted);
+        const nlohmann::json bpb = evaluate_domains(model, sets, ctx, o->batch, "", "", nullptr, &predicted, tokenizer);
         for (auto it = bpb.begin(); it != bpb.end(); ++it) all[it.key()] = {{"bpb", it.value()}};
       }
       for (const ValidSet& v : sets) {

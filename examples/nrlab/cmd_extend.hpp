@@ -5,6 +5,9 @@
 //
 //   nrlab extend --checkpoint BACKBONE --corpus DIR --new fr --mix en-mix --p 0.1
 //                --method neutral --steps 300 --out OUT
+// BACKBONE is an nr backbone, a GGUF file or a Hugging Face directory; the corpus is tokenised with
+// its tokenizer (cached next to the text) and --ctx sets the window (default: the model's
+// context, at most 1,024 tokens).
 // --steps 0 saves and evaluates the freshly initialised extension (identity at initialisation).
 #pragma once
 
@@ -44,7 +47,8 @@ inline void register_extend_command(CLI::App& app) {
   ExtendOptions* o = &cmd->run;
   CLI::App* c = app.add_subcommand("extend", "Extend a pretrained backbone to a new domain (finetune, LoRA, adapters, "
                                              "gated adapters, neutral residues, new experts, MIGU)");
-  c->add_option("--checkpoint", o->checkpoint, "Backbone checkpoint directory (nrlab pretrain's --out)")->required();
+  c->add_option("--checkpoint", o->checkpoint, "Backbone: nr checkpoint directory (nrlab pretrain's --out), GGUF file or "
+                                               "Hugging Face directory")->required();
   c->add_option("--corpus", o->corpus, "Corpus directory")->required();
   c->add_option("--new", o->new_domain, "The new domain to learn (e.g. fr)")->required();
   c->add_option("--mix", o->mix, "Original-like domain mixed in with proportion p")->capture_default_str();
@@ -106,6 +110,12 @@ inline void register_extend_command(CLI::App& app) {
       ->capture_default_str()
       ->check(at_least(0));
   c->add_option("--batch", o->batch, "Sequences per step")->capture_default_str()->check(at_least(1));
+  add_optional(c, "--ctx", o->ctx, "Tokens per sequence, training and evaluation (default: the model's context, at "
+                                   "most 1024)")
+      ->check(at_least(2));
+  c->add_option("--original", o->original_domain,
+                "The backbone's own domain, whose valid set measures forgetting (default: the one its config.json "
+                "records, else en)");
   add_optional(c, "--warmup", o->warmup, "Warmup steps (default: min(100, steps/10))")->check(at_least(0));
   c->add_option("--schedule", o->schedule, "cosine or constant")->capture_default_str();
   c->add_option("--weight-decay", o->weight_decay, "AdamW decoupled weight decay")->capture_default_str();
@@ -119,7 +129,7 @@ inline void register_extend_command(CLI::App& app) {
   c->add_option("--save-every", o->save_every, "Checkpoint every N steps")->capture_default_str()->check(at_least(1));
   c->add_option("--log-every", o->log_every, "Progress line every N steps")->capture_default_str();
   c->add_option("--eval-every", o->eval_every, "Validation BPB every N steps (0 = only at the end)")->capture_default_str();
-  c->add_option("--eval-tokens", o->eval_tokens, "Bytes of each valid.txt to evaluate (0 = all)")->capture_default_str();
+  c->add_option("--eval-tokens", o->eval_tokens, "Tokens of each valid.txt to evaluate (bytes for nr's byte-level models; 0 = all)")->capture_default_str();
   c->add_flag("--eval-initial,!--no-eval-initial", o->eval_initial,
               "Evaluate the backbone before training (the 'before' column of results.json)")
       ->capture_default_str();

@@ -58,12 +58,11 @@ inline void register_generate_command(CLI::App& app) {
                                 .stop_ids = o->stop_ids};
     g.validate();  // before loading the model
     with_loaded_model(o->checkpoint, o->adapter, [&](auto& model, const LoadedInfo&) {
-      const nr::GenerateResult r = nr::recipes::with_tokenizer(o->checkpoint, [&](const auto& tokenizer) {
-        return nr::generate(model, tokenizer, o->prompt, g, [&](std::string_view piece) {
-          if (o->json) return;
-          std::fwrite(piece.data(), 1, piece.size(), stdout);
-          std::fflush(stdout);
-        });
+      const nr::AnyTokenizer tokenizer = nr::recipes::model_tokenizer(o->checkpoint);
+      const nr::GenerateResult r = nr::generate(model, tokenizer, o->prompt, g, [&](std::string_view piece) {
+        if (o->json) return;
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
       });
       const double n = static_cast<double>(r.ids.size());
       const double tokens_per_s = r.decode_seconds > 0.0 ? n / r.decode_seconds : 0.0;

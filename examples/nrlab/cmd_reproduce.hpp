@@ -21,8 +21,11 @@
 //    curves.svg (training loss of every run), figure1.svg (tables 2 and 8) and figure3.svg
 //    (gate_proj spectra, tables with adapter runs).
 // RUNS is --runs DIR / PRESET (default runs/quick), so the presets never mix; --steps,
-// --pretrain-steps, --batch, --eval-tokens and --mc-items override the preset's numbers and put
-// the runs into RUNS = DIR/custom.
+// --pretrain-steps, --batch, --eval-tokens, --mc-items, --ctx and --backbone override the
+// preset's numbers and put the runs into RUNS = DIR/custom.
+//
+//   nrlab reproduce table2 --backbone MODEL.gguf --ctx 256 ...      extend a pretrained model instead
+//                                                                   of pretraining one (its tokenizer)
 #pragma once
 
 #include <fmt/ranges.h>
@@ -44,8 +47,12 @@ inline void list_table(const std::string& name, const ReproduceOptions& o) {
   const TableSpec t = table_spec(name, o.extra_methods);
   const fs::path root = fs::path(o.runs) / effective_preset(o).name;
   fmt::print("{} ({} runs)\n", t.title, t.runs.size());
+  const Preset preset = effective_preset(o);
   for (const std::string& bb : t.backbones)
-    fmt::print("  {:<58} {}\n", backbone_id(bb), fs::exists(root / backbone_id(bb) / "results.json") ? "finished" : "to pretrain");
+    fmt::print("  {:<58} {}\n", backbone_id(bb),
+               !preset.backbone.empty() ? "pretrained: " + preset.backbone
+               : fs::exists(root / backbone_id(bb) / "results.json") ? std::string("finished")
+                                                                     : std::string("to pretrain"));
   for (const RunSpec& r : t.runs) fmt::print("  {:<58} {}\n", r.id, state_name(run_state(run_dir(root, r.id))));
 }
 
@@ -93,7 +100,13 @@ inline void register_reproduce_command(CLI::App& app) {
       ->check(at_least(1));
   c->add_option("--batch", o->batch, "Override: sequences per step, pretraining and extension (runs go to RUNS/custom)")
       ->check(at_least(1));
-  c->add_option("--eval-tokens", o->eval_tokens, "Override: bytes of each valid set, 0 = all (runs go to RUNS/custom)")
+  c->add_option("--backbone", o->backbone,
+                "Override: extend this pretrained English model (GGUF file, Hugging Face directory, nr backbone, or "
+                "'smollm2' as fetched by scripts/fetch_model.sh) instead of pretraining one (runs go to RUNS/custom)");
+  add_optional(c, "--ctx", o->ctx, "Override: tokens per sequence of every run and evaluation (runs go to RUNS/custom)")
+      ->check(at_least(2));
+  c->add_option("--eval-tokens", o->eval_tokens, "Override: tokens of each valid set (bytes for byte-level models), "
+                                                 "0 = all (runs go to RUNS/custom)")
       ->check(non_negative());
   c->add_option("--mc-items", o->mc_items, "Override: multiple-choice items per language (runs go to RUNS/custom)")
       ->check(at_least(1));

@@ -2,7 +2,7 @@
 //
 //   nrlab tokenize --checkpoint X --text FILE      one JSON line {"ids": [...], "tokens": N, "bytes": B}
 // X is a GGUF file (its BPE), a Hugging Face directory (its tokenizer.json) or an nr checkpoint
-// (bytes): nr::recipes::with_tokenizer. No special tokens are added.
+// (bytes): nr::recipes::model_tokenizer. No special tokens are added.
 #pragma once
 
 #include "common.hpp"
@@ -19,11 +19,8 @@ inline void register_tokenize_command(CLI::App& app) {
   c->add_option("--text", *text, "UTF-8 text file")->required();
   c->callback([checkpoint, text]() {
     const std::string content = nr::read_file(*text);
-    nr::recipes::with_tokenizer(*checkpoint, [&](const auto& tokenizer) {
-      const std::vector<int32_t> ids = tokenizer.encode(content);
-      fmt::print("{}\n", nlohmann::json{{"ids", ids}, {"tokens", ids.size()}, {"bytes", content.size()}}.dump());
-      return 0;
-    });
+    const std::vector<int32_t> ids = nr::recipes::model_tokenizer(*checkpoint).encode(content);
+    fmt::print("{}\n", nlohmann::json{{"ids", ids}, {"tokens", ids.size()}, {"bytes", content.size()}}.dump());
   });
 }
 

@@ -11,6 +11,14 @@
 #                                                          {"ids": [generated only], ...} ids exact
 #                                                          (a final eos the reference kept may be
 #                                                          left out: nr drops stop tokens)
+# And on a corpus whose en / fr valid.txt are the reference's texts (train.txt the same text):
+#   nrlab eval --checkpoint X --corpus DIR --ctx 256       each domain's bpb = the reference's
+#   nrlab extend --checkpoint GGUF --corpus DIR --new fr --method lora --steps 2 --ctx 256
+#                                                          "before" bpb = the reference's; then the
+#                                                          saved extension, as GGUF + --adapter and as
+#                                                          the full nr checkpoint (its tokenizer
+#                                                          found through config.json), evaluates to
+#                                                          the "after" bpb of results.json
 # Each command prints one JSON line on stdout (the last line that parses as a JSON object is
 # taken). A mismatch prints a readable diff (first differing position with its neighbourhood, or
 # both numbers and their relative difference); the exit status is 1 when anything differs or a
@@ -18,7 +26,7 @@
 #
 # REFERENCE_JSON defaults to $NR_SMOLLM2_REFERENCE, else <cache>/reference/smollm2/reference.json
 # (scripts/cache_dir.sh). The GGUF is $NR_SMOLLM2_GGUF, else the reference's "model".
-# NR_CHECK_ONLY=tokenize,eval,generate selects commands (default: all three).
+# NR_CHECK_ONLY=tokenize,eval,generate,extend selects commands (default: all four).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../../scripts/cache_dir.sh"
@@ -39,14 +47,14 @@ py=$(command -v python3 || true)
 [[ -n $py ]] || { echo "check_nrlab_smollm2: python3 is needed to compare the JSON" >&2; exit 2; }
 
 exec "$py" - "$nrlab" "$ref" <<'PY'
-import json, os, shlex, subprocess, sys, time
+import json, os, shlex, shutil, subprocess, sys, tempfile, time
 
 nrlab, ref_path = sys.argv[1], sys.argv[2]
 with open(ref_path, encoding="utf-8") as f:
     ref = json.load(f)
 gguf = os.environ.get("NR_SMOLLM2_GGUF") or ref["model"]
 checkpoints = [("GGUF", gguf), ("HF directory", ref["hf_dir"])]
-only = {c.strip() for c in os.environ.get("NR_CHECK_ONLY", "tokenize,eval,generate").split(",") if c.strip()}
+only = {c.strip() for c in os.environ.get("NR_CHECK_ONLY", "tokenize,eval,generate,extend").split(",") if c.strip()}
 REL_TOL = 1e-4
 passed, failures = 0, []
 
@@ -150,6 +158,58 @@ for name, ckpt in checkpoints:
             if g.get("stopped_at_eos") and want and want[-1] == g.get("eos_token_id") and got == want[:-1]:
                 want = want[:-1]
             record(label, ids_diff(got, want))
+
+if "extend" in only:
+    # A corpus of the reference's texts: en and fr (valid = train = the text), en-mix = en.
+    texts = {}
+    for e in ref["bpb"]:
+        if e["ctx"] == 256:
+            texts[os.path.splitext(os.path.basename(e["file"]))[0]] = e
+    work = tempfile.mkdtemp(prefix="nr_check_extend_")
+    try:
+        corpus = os.path.join(work, "corpus")
+        for dom, src in (("en", "en"), ("en-mix", "en"), ("fr", "fr")):
+            os.makedirs(os.path.join(corpus, dom))
+            for split in ("train", "valid"):
+                shutil.copyfile(texts[src]["file"], os.path.join(corpus, dom, split + ".txt"))
+
+        def check_bpb(label, got, want_bpb):
+            if not isinstance(got, (int, float)):
+                return record(label, f"no bpb: {got!r}")
+            record(label, f"bpb {got:.6f}, expected {want_bpb:.6f} (relative {rel(got, want_bpb):.1e})"
+                   if rel(got, want_bpb) > REL_TOL else None, f": {got:.6f} (expected {want_bpb:.6f})")
+
+        for name, ckpt in checkpoints:
+            out, err = run(["eval", "--checkpoint", ckpt, "--corpus", corpus, "--ctx", "256"])
+            if err:
+                record(f"[{name}] eval --corpus", err)
+                continue
+            for dom, src in (("en", "en"), ("fr", "fr")):
+                check_bpb(f"[{name}] eval --corpus: {dom}", out.get(dom, {}).get("bpb"), texts[src]["bpb"])
+        ext = os.path.join(work, "lora")
+        out, err = run(["extend", "--checkpoint", gguf, "--corpus", corpus, "--new", "fr", "--method", "lora",
+                        "--rank", "4", "--steps", "2", "--batch", "2", "--ctx", "256", "--eval-tokens", "0",
+                        "--out", ext])
+        if err:
+            record("[GGUF] extend --method lora", err)
+        else:
+            before, after = out.get("backbone_valid_bpb", {}), out.get("valid_bpb", {})
+            for dom in ("en", "fr"):
+                check_bpb(f"[GGUF] extend: backbone {dom} (before)", before.get(dom), texts[dom]["bpb"])
+            record("[GGUF] extend: after differs from before, tokenizer recorded",
+                   None if after.get("fr") not in (None, before.get("fr")) and out.get("tokenizer") else
+                   f"before {before}, after {after}, tokenizer {out.get('tokenizer')!r}")
+            for label, args in (("GGUF + --adapter", ["--checkpoint", gguf, "--adapter", ext]),
+                                ("saved nr checkpoint", ["--checkpoint", ext])):
+                got, err = run(["eval"] + args + ["--text", os.path.join(corpus, "fr", "valid.txt"), "--ctx", "256"])
+                if err:
+                    record(f"[extension] eval {label}", err)
+                else:
+                    record(f"[extension] eval {label} = extend's after",
+                           None if rel(got["bpb"], after["fr"]) < 1e-9 else f"{got['bpb']} vs {after['fr']}",
+                           f": {got['bpb']:.6f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 print(f"\ncheck_nrlab_smollm2: {passed} passed, {len(failures)} failed (reference {ref_path})")
 if failures:

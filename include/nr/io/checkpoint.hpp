@@ -69,9 +69,12 @@ void assign_parameters(M& model, const std::map<std::string, Tensor>& tensors, c
 }
 
 template <Module M>
-std::vector<std::pair<std::string, Tensor>> parameter_tensors(M& model, const std::string& prefix = "") {
+std::vector<std::pair<std::string, Tensor>> parameter_tensors(M& model, const std::string& prefix = "",
+                                                              bool trainable_only = false) {
   std::vector<std::pair<std::string, Tensor>> out;
-  model.visit_parameters([&](const std::string& name, Var& p) { out.emplace_back(prefix + name, p.value()); }, "");
+  model.visit_parameters([&](const std::string& name, Var& p) {
+    if (!trainable_only || p.requires_grad()) out.emplace_back(prefix + name, p.value());
+  }, "");
   return out;
 }
 
@@ -99,20 +102,23 @@ void load_model_weights(const fs::path& dir, M& model, bool allow_extra = false)
 // must never get ahead of the model file (a resumed run at its last step would then exit without
 // rewriting a stale model.safetensors). Extra files of the caller (an adapter file) go between,
 // through `before_state`.
+// With `trainable_only`, the training state holds the trainable weights only (metadata
+// "weights": "trainable"): the frozen ones are the backbone's, which a resume loads first anyway,
+// and a real backbone would double the file (SmolLM2: 540 MB of FP32 weights that never change).
 template <Module M, class BeforeState = void (*)()>
 void save_checkpoint(const fs::path& dir, M& model, const ModelConfig& config, const nlohmann::json& nr_fields,
                      AdamW& opt, int64_t step, const std::map<std::string, std::string>& state_metadata = {},
-                     BeforeState&& before_state = [] {}) {
+                     BeforeState&& before_state = [] {}, bool trainable_only = false) {
   save_model(dir, model, config, nr_fields);
   before_state();
-  save_training_state(dir, model, opt, step, state_metadata);
+  save_training_state(dir, model, opt, step, state_metadata, trainable_only);
 }
 
 template <Module M>
 void save_training_state(const fs::path& dir, M& model, AdamW& opt, int64_t step,
-                         const std::map<std::string, std::string>& extra_metadata = {}) {
+                         const std::map<std::string, std::string>& extra_metadata = {}, bool trainable_only = false) {
   fs::create_directories(dir);
-  std::vector<std::pair<std::string, Tensor>> tensors = parameter_tensors(model);
+  std::vector<std::pair<std::string, Tensor>> tensors = parameter_tensors(model, "", trainable_only);
   for (AdamW::Slot& s : opt.slots()) {
     tensors.emplace_back("optimizer." + s.name + ".exp_avg", s.exp_avg);
     tensors.emplace_back("optimizer." + s.name + ".exp_avg_sq", s.exp_avg_sq);
@@ -121,15 +127,17 @@ void save_training_state(const fs::path& dir, M& model, AdamW& opt, int64_t step
   meta["step"] = std::to_string(step);
   meta["optimizer_step"] = std::to_string(opt.step_count());
   meta["format"] = "nr-training-state-1";
+  if (trainable_only) meta["weights"] = "trainable";
   save_safetensors(dir / training_state_file_name, tensors, meta);
 }
 
 inline bool has_training_state(const fs::path& dir) { return fs::exists(dir / training_state_file_name); }
 
 // Restores weights, moments and step from training_state.safetensors; returns the step. Strict:
-// every parameter and every moment of a trained parameter must be there with its shape, nothing
-// else may be, and "step" / "optimizer_step" must be non-negative integers; IoError names the
-// file and the tensor or key otherwise.
+// every parameter (every trainable one for a "weights": "trainable" state; the frozen ones keep
+// the values the model has) and every moment of a trained parameter must be there with its
+// shape, nothing else may be, and "step" / "optimizer_step" must be non-negative integers;
+// IoError names the file and the tensor or key otherwise.
 template <Module M>
 int64_t load_training_state(const fs::path& dir, M& model, AdamW& opt) {
   const fs::path file = dir / training_state_file_name;
@@ -150,7 +158,28 @@ int64_t load_training_state(const fs::path& dir, M& model, AdamW& opt) {
   };
   const int64_t step = meta_int("step");
   const int64_t optimizer_step = meta_int("optimizer_step");
-  assign_parameters(model, weights, file.string());
+  const auto kind = st.metadata.find("weights");
+  if (kind == st.metadata.end()) {
+    assign_parameters(model, weights, file.string());
+  } else if (kind->second == "trainable") {
+    std::set<std::string> trained;
+    model.visit_parameters([&](const std::string& name, Var& p) {
+      if (!p.requires_grad()) return;
+      const auto it = weights.find(name);
+      if (it == weights.end()) throw IoError(fmt::format("{}: trainable tensor '{}' is missing", file.string(), name));
+      if (!(it->second.shape() == p.shape()))
+        throw IoError(fmt::format("{}: tensor '{}' has shape {} but the model expects {}", file.string(), name,
+                                  it->second.shape().str(), p.shape().str()));
+      p.value().copy_(it->second);
+      trained.insert(name);
+    }, "");
+    for (const auto& [name, t] : weights)
+      if (!trained.count(name))
+        throw IoError(fmt::format("{}: unexpected tensor '{}' of shape {} (no trainable parameter of that name)",
+                                  file.string(), name, t.shape().str()));
+  } else {
+    throw IoError(fmt::format("{}: metadata 'weights' is '{}', expected 'trainable' or absent", file.string(), kind->second));
+  }
   std::set<std::string> used;
   for (AdamW::Slot& s : opt.slots()) {
     for (auto [suffix, target] : {std::pair<const char*, Tensor*>{".exp_avg", &s.exp_avg}, {".exp_avg_sq", &s.exp_avg_sq}}) {

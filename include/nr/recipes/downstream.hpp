@@ -86,15 +86,17 @@ inline std::map<std::string, std::vector<ChoiceItem>> load_mc_items(const std::f
 // Multiple-choice results of `model` on each language, for each number of shots:
 //   {"en": {"0": {"acc", "acc_norm", "chance", "items"}, ..., "acc_norm": mean over the shots,
 //           "chance": ...}, ...}
-template <class Model>
+// `tokenizer` is the model's: context and continuation are tokenised as lm-evaluation-harness does
+// (eval/multiple_choice.hpp).
+template <class Model, Tokenizer Tok = ByteTokenizer>
 nlohmann::json evaluate_mc(const Model& model, const std::map<std::string, std::vector<ChoiceItem>>& sets,
-                           const std::vector<int>& shots, int64_t ctx) {
+                           const std::vector<int>& shots, int64_t ctx, const Tok& tokenizer = {}) {
   nlohmann::json out = nlohmann::json::object();
   for (const auto& [lang, items] : sets) {
     nlohmann::json j = nlohmann::json::object();
     double sum = 0.0, chance = 0.0;
     for (int k : shots) {
-      const MultipleChoiceResult r = evaluate_multiple_choice(model, items, k, ctx);
+      const MultipleChoiceResult r = evaluate_multiple_choice(model, tokenizer, items, k, ctx);
       j[std::to_string(k)] = {{"acc", r.acc}, {"acc_norm", r.acc_norm}, {"chance", r.chance}, {"items", r.items}};
       sum += r.acc_norm;
       chance = r.chance;

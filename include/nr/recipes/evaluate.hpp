@@ -3,14 +3,17 @@
 // extension records (mean |adapter output|, gate mean and near-zero fraction, new-expert mass)
 // on the original domain (sequences flagged original) and on the new one.
 //
-//   load_valid_sets(corpus, max_tokens, tokenizer)   each domain's valid.txt as tokens
+//   load_valid_sets(corpus, max_tokens, tokenizer)   each domain's valid.txt as tokens (cached per
+//                                                    tokenizer, data/domain_tokens.hpp)
 //   evaluate_domains(model, sets, ctx, batch, ...)   {"en": bpb, "fr": bpb, ...}
-// The tokenizer is a parameter (Tokenizer); bits per byte divide by the text's UTF-8 bytes.
+// The tokenizer is a parameter (Tokenizer); bits per byte divide by the UTF-8 bytes of the
+// predicted tokens (eval/bpb.hpp), so models with different tokenizers compare.
 #pragma once
 
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -18,7 +21,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "nr/data/domain.hpp"
+#include "nr/data/domain_tokens.hpp"
 #include "nr/tokenize/tokenizer.hpp"
 #include "nr/eval/bpb.hpp"
 #include "nr/ext/adapter.hpp"
@@ -31,14 +34,16 @@ struct ValidSet {
   std::vector<int32_t> tokens;
 };
 
-// The valid.txt of every domain of a corpus, each cut to at most `max_tokens` tokens (0 = all).
+// The valid.txt of every domain of a corpus, each cut to at most `max_tokens` tokens (0 = all;
+// for the byte tokenizer tokens are bytes).
 template <Tokenizer Tok = ByteTokenizer>
 std::vector<ValidSet> load_valid_sets(const std::filesystem::path& corpus, int64_t max_tokens, const Tok& tokenizer = {}) {
   std::vector<ValidSet> sets;
   for (const std::string& name : list_domains(corpus)) {
-    ValidSet v{name, tokenizer.encode(load_domain(corpus, name).valid)};
-    if (max_tokens > 0 && static_cast<int64_t>(v.tokens.size()) > max_tokens) v.tokens.resize(static_cast<size_t>(max_tokens));
-    sets.push_back(std::move(v));
+    const DomainTokens ids = domain_tokens(corpus, name, "valid", tokenizer);
+    const std::span<const int32_t> all = ids.ids();
+    const size_t n = max_tokens > 0 ? std::min(all.size(), static_cast<size_t>(max_tokens)) : all.size();
+    sets.push_back(ValidSet{name, std::vector<int32_t>(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(n))});
   }
   return sets;
 }
@@ -69,12 +74,12 @@ constexpr bool has_extension_stats() {
 }
 // BPB of `tokens` with adapter statistics collected into a fresh context; every sequence is
 // flagged `original`.
-template <class Model>
-BpbResult bpb_with_stats(const Model& model, const std::vector<int32_t>& tokens, int64_t ctx, int64_t batch,
-                             bool original, ForwardContext& fc) {
+template <class Model, Tokenizer Tok>
+BpbResult bpb_with_stats(const Model& model, const Tok& tokenizer, const std::vector<int32_t>& tokens, int64_t ctx,
+                         int64_t batch, bool original, ForwardContext& fc) {
   fc = ForwardContext{};
   fc.collect_stats = true;
-  return bits_per_byte(model, tokens, ctx, batch, [&](int64_t B) -> ForwardContext& {
+  return bits_per_byte(model, tokenizer, std::span<const int32_t>(tokens), ctx, batch, [&](int64_t B) -> ForwardContext& {
     fc.original.assign(static_cast<size_t>(B), original ? 1 : 0);
     fc.local_losses.clear();
     return fc;
@@ -102,24 +107,26 @@ inline nlohmann::json stats_by_layer(const ForwardContext& fc, int64_t layers, b
 
 // BPB of every valid set; for adapter models with `stats`, the original and the new domain are
 // evaluated with collect_stats and their flags, and the statistics come back in *stats_out.
-// `predicted`, when given, receives the number of predicted tokens of each domain.
-template <class Model>
+// `predicted`, when given, receives the number of predicted tokens of each domain. `tokenizer`
+// is the one that made the sets (it says how many bytes each token stands for).
+template <class Model, Tokenizer Tok = ByteTokenizer>
 nlohmann::json evaluate_domains(const Model& model, const std::vector<ValidSet>& sets, int64_t ctx, int64_t batch,
                                 const std::string& original_domain = "", const std::string& new_domain = "",
-                                nlohmann::json* stats_out = nullptr, std::map<std::string, int64_t>* predicted = nullptr) {
+                                nlohmann::json* stats_out = nullptr, std::map<std::string, int64_t>* predicted = nullptr,
+                                const Tok& tokenizer = {}) {
   nlohmann::json bpb = nlohmann::json::object();
   nlohmann::json domains = nlohmann::json::object();
   for (const ValidSet& v : sets) {
     const bool is_orig = v.name == original_domain, is_new = v.name == new_domain;
     if (stats_out && (is_orig || is_new)) {
       ForwardContext fc;
-      const BpbResult r = bpb_with_stats(model, v.tokens, ctx, batch, is_orig, fc);
+      const BpbResult r = bpb_with_stats(model, tokenizer, v.tokens, ctx, batch, is_orig, fc);
       bpb[v.name] = r.bpb;
       if (predicted) (*predicted)[v.name] = r.tokens;
       domains[v.name] = {{"original", is_orig}, {"bpb", r.bpb}, {"tokens", r.tokens},
                          {"layers", stats_by_layer(fc, static_cast<int64_t>(model.layers.size()), is_orig)}};
     } else {
-      const BpbResult r = bits_per_byte(model, v.tokens, ctx, batch);
+      const BpbResult r = bits_per_byte(model, tokenizer, std::span<const int32_t>(v.tokens), ctx, batch);
       bpb[v.name] = r.bpb;
       if (predicted) (*predicted)[v.name] = r.tokens;
     }

@@ -18,6 +18,12 @@
 // training state (resumable), train_log.jsonl and results.json (BPB of every domain before and
 // after, the method and every hyper-parameter; with mc_items, the multiple-choice accuracy).
 // steps = 0 saves and evaluates the freshly initialised extension (identity at initialisation).
+//
+// The backbone is any model load.hpp knows: an nr backbone (byte-level), a GGUF file or a Hugging
+// Face directory (trained with its own tokenizer). The corpus is tokenised with the model's
+// tokenizer once and cached next to the text (data/domain_tokens.hpp); bits per byte divide by
+// the predicted tokens' UTF-8 bytes, so the before / after figures are comparable across
+// tokenizers. The window is `ctx` tokens (default: the model's context, at most 1,024).
 #pragma once
 
 #include <algorithm>
@@ -35,7 +41,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nr/backend/cpu/threads.hpp"
-#include "nr/data/domain.hpp"
+#include "nr/data/domain_tokens.hpp"
 #include "nr/data/sampler.hpp"
 #include "nr/ext/backbone.hpp"
 #include "nr/ext/insert_experts.hpp"
@@ -44,6 +50,7 @@
 #include "nr/optim/gradient_mask.hpp"
 #include "nr/recipes/downstream.hpp"
 #include "nr/recipes/evaluate.hpp"
+#include "nr/recipes/load.hpp"
 #include "nr/recipes/models.hpp"
 #include "nr/recipes/registry.hpp"
 #include "nr/recipes/run_support.hpp"
@@ -54,6 +61,8 @@ namespace nr::recipes {
 struct ExtendOptions {
   std::string checkpoint, corpus, new_domain, mix = "en-mix", out;
   double p = 0.1;                    // proportion of mix-domain sequences
+  std::optional<int64_t> ctx = std::nullopt;  // tokens per sequence, training and evaluation (empty: default_window)
+  std::string original_domain = "";  // the backbone's language (empty: its config.json "nr" domain, else en)
   ExtensionSpec spec;                // the method and its settings (empty: the method's defaults)
   std::optional<double> lr;          // peak learning rate (empty: the method's default)
   double weight_decay = 0.1, grad_clip = 1.0, min_lr_ratio = 0.1;
@@ -61,6 +70,7 @@ struct ExtendOptions {
   std::string schedule = "cosine";   // cosine | constant
   int64_t steps = 300, batch = 16;
   std::optional<int64_t> warmup;     // empty: min(100, steps / 10)
+  // eval_tokens: tokens of each valid.txt evaluated (bytes for a byte-level model; 0 = all).
   int64_t log_every = 10, save_every = 100, eval_every = 0, eval_tokens = 100000, eval_batch = 16;
   bool eval_initial = true;          // evaluate the backbone first (results.json "backbone_valid_bpb")
   uint64_t seed = 1;                 // the extension's initialisation and the data order (seeds.hpp)
@@ -78,11 +88,14 @@ struct ExtendOptions {
 };
 
 // The settings recorded in config.json "nr" and results.json.
+// "tokenizer" (the backbone's path, load.hpp model_tokenizer) only for a backbone with its own.
 inline nlohmann::json extend_fields(const ExtendOptions& o, const ExtensionSpec& spec, double lr, int64_t warmup,
-                                    const std::string& original_domain) {
+                                    const std::string& original_domain, int64_t ctx) {
   nlohmann::json j = spec_to_json(spec);
+  const std::string tokenizer = tokenizer_source(o.checkpoint);
+  if (!tokenizer.empty()) j["tokenizer"] = tokenizer;
   j.update({{"backbone", o.checkpoint}, {"corpus", o.corpus}, {"new", o.new_domain}, {"mix", o.mix}, {"p", o.p},
-            {"original_domain", original_domain}, {"lr", lr}, {"steps", o.steps}, {"batch", o.batch},
+            {"original_domain", original_domain}, {"lr", lr}, {"steps", o.steps}, {"batch", o.batch}, {"ctx", ctx},
             {"warmup", warmup}, {"schedule", o.schedule}, {"min_lr_ratio", o.min_lr_ratio},
             {"weight_decay", o.weight_decay}, {"grad_clip", o.grad_clip}, {"adam_betas", {0.9, 0.95}},
             {"seed", o.seed}});
@@ -102,6 +115,9 @@ inline void check_resumable(const std::filesystem::path& out, const nlohmann::js
       throw ValueError(fmt::format("{} holds a run with {} = {}, not {}: choose another --out or the same options",
                                    out.string(), key, a.dump(), b.dump()));
   }
+  if (saved.contains("ctx") && saved["ctx"] != fields.value("ctx", nlohmann::json()))  // runs before --ctx have none
+    throw ValueError(fmt::format("{} holds a run with ctx = {}, not {}: choose another --out or the same --ctx",
+                                 out.string(), saved["ctx"].dump(), fields.value("ctx", nlohmann::json()).dump()));
 }
 
 // The step-0 evaluation a previous start of the run logged ({} when there is none).
@@ -116,14 +132,20 @@ inline nlohmann::json initial_eval_from_log(const std::filesystem::path& log_fil
 }
 
 // Trains and evaluates `model` (built by build_extended or by insert_experts, with the
-// extension freshly initialised and random backbone weights): loads the backbone, freezes it
-// unless the method trains it, trains, evaluates, writes OUT. Returns 0, or 128 + the signal
-// when *o.stop stopped it (the same call resumes).
-template <class Model, Tokenizer Tok = ByteTokenizer>
+// extension freshly initialised and random backbone weights): loads the backbone (from
+// *pretrained when given, whose tensors it then releases; else the nr checkpoint o.checkpoint),
+// freezes it unless the method trains it, trains, evaluates, writes OUT. `tokenizer` is the
+// backbone's. Returns 0, or 128 + the signal when *o.stop stopped it (the same call resumes).
+template <class Model>
 int extend_model(Model& model, const ModelConfig& config, const ExtensionSpec& spec, const ExtendOptions& o,
                  const std::string& original_domain, nlohmann::json* results_out = nullptr,
-                 const nlohmann::json& model_fields = nlohmann::json::object(), const Tok& tokenizer = {}) {
+                 const nlohmann::json& model_fields = nlohmann::json::object(), const AnyTokenizer& tokenizer = {},
+                 PretrainedModel* pretrained = nullptr) {
   namespace fs = std::filesystem;
+  if (tokenizer.vocab_size() > config.vocab_size)
+    throw ValueError(fmt::format("{}: the tokenizer has {} tokens, more than the model's vocabulary of {}", o.checkpoint,
+                                 tokenizer.vocab_size(), config.vocab_size));
+  const int64_t ctx = resolve_window(o.ctx, config);
   const MethodInfo& method = method_info(spec.method);
   const fs::path out = o.out;
   // Backbone weights into the extended model; the extension keeps its fresh initialisation.
@@ -134,24 +156,29 @@ int extend_model(Model& model, const ModelConfig& config, const ExtensionSpec& s
     }, "");
     return n;
   }();
-  load_backbone(o.checkpoint, model);
+  if (pretrained) {
+    load_backbone_tensors(pretrained->tensors, pretrained->source, model);
+    pretrained->tensors.clear();  // the model holds the weights now
+  } else {
+    load_backbone(o.checkpoint, model);
+  }
   const int64_t new_params = count_parameters(model) - backbone_params;
   if (!method.trains_backbone) freeze_backbone(model);
   const int64_t trainable = count_parameters(model, true);
   const double extra_fraction = static_cast<double>(new_params) / static_cast<double>(backbone_params);
 
-  // Data: the new domain, and a proportion p of the mix domain (tag 1, flagged original).
-  const std::vector<int32_t> new_train = tokenizer.encode(load_domain(o.corpus, o.new_domain).train);
-  std::vector<int32_t> mix_train;
-  std::vector<MixtureDomain> mixture = {{o.new_domain, &new_train, 1.0 - o.p}};
+  // Data: the new domain, and a proportion p of the mix domain (tag 1, flagged original), as the
+  // model's tokens (cached token files for a BPE model).
+  const DomainTokens new_train = domain_tokens(o.corpus, o.new_domain, "train", tokenizer);
+  std::optional<DomainTokens> mix_train;
+  std::vector<MixtureDomain> mixture = {{.name = o.new_domain, .weight = 1.0 - o.p, .ids = new_train.ids()}};
   std::vector<uint8_t> original_of_tag = {0};
   if (o.p > 0.0) {
-    mix_train = tokenizer.encode(load_domain(o.corpus, o.mix).train);
-    mixture.push_back({o.mix, &mix_train, o.p});
+    mix_train = domain_tokens(o.corpus, o.mix, "train", tokenizer);
+    mixture.push_back({.name = o.mix, .weight = o.p, .ids = mix_train->ids()});
     original_of_tag.push_back(1);
   }
-  const int64_t ctx = config.max_position_embeddings;
-  const MixtureSampler sampler(mixture, o.batch, ctx, o.seed);
+  const MixtureSampler sampler(mixture, o.batch, ctx, o.seed, tokenizer);
   std::vector<ValidSet> valid = load_valid_sets(o.corpus, o.eval_tokens, tokenizer);
   if (!o.eval_domains.empty()) {
     for (const std::string& d : o.eval_domains)
@@ -168,7 +195,7 @@ int extend_model(Model& model, const ModelConfig& config, const ExtensionSpec& s
 
   const double lr = o.lr.value_or(method.defaults.lr);
   const int64_t warmup = o.warmup.value_or(default_warmup(o.steps));
-  nlohmann::json fields = extend_fields(o, spec, lr, warmup, original_domain);
+  nlohmann::json fields = extend_fields(o, spec, lr, warmup, original_domain, ctx);
   fields.update(model_fields);  // a MoE backbone's architecture (models.hpp)
   AdamW opt(named_parameters(model), AdamWConfig{.lr = lr, .beta1 = 0.9, .beta2 = 0.95, .weight_decay = o.weight_decay});
   check_resumable(out, fields);
@@ -204,6 +231,10 @@ int extend_model(Model& model, const ModelConfig& config, const ExtensionSpec& s
                       spec.method, settings.empty() ? "" : " (" + settings + ")", backbone_params, new_params,
                       100.0 * extra_fraction, trainable, lr, o.batch, ctx, o.new_domain, 100.0 * (1.0 - o.p), o.mix,
                       100.0 * o.p, num_threads()));
+  if (!tokenizer.ids_are_bytes())
+    message(o.on_message, fmt::format("[extend] tokens (vocabulary {}): train '{}' {}{}", tokenizer.vocab_size(),
+                                      o.new_domain, new_train.size(),
+                                      mix_train ? fmt::format(", '{}' {}", o.mix, mix_train->size()) : std::string()));
 
   // adapter_config.json: PEFT's fields only for LoRA (PEFT refuses unknown keys in older
   // versions); nr's adapters also record the training settings, which `eval --stats` reads.
@@ -212,16 +243,16 @@ int extend_model(Model& model, const ModelConfig& config, const ExtensionSpec& s
   auto save = [&](int64_t step) {
     save_checkpoint(out, model, config, fields, opt, step, {{"method", spec.method}}, [&] {
       if (!method.trains_backbone) save_adapter_file(out, model, adapter_config);
-    });
+    }, /*trainable_only=*/!method.trains_backbone);
   };
   auto evaluate = [&](nlohmann::json* stats) {
-    return evaluate_domains(model, valid, ctx, o.eval_batch, original_domain, o.new_domain, stats);
+    return evaluate_domains(model, valid, ctx, o.eval_batch, original_domain, o.new_domain, stats, nullptr, tokenizer);
   };
 
   nlohmann::json before = nlohmann::json::object();
   if (loop.start_step == 0 && o.eval_initial) {
-    message(o.on_message, fmt::format("[extend] evaluating the backbone on {} domains ({} bytes each at most)",
-                                      valid.size(), o.eval_tokens));
+    message(o.on_message, fmt::format("[extend] evaluating the backbone on {} domains ({} {} each at most)",
+                                      valid.size(), o.eval_tokens, tokenizer.ids_are_bytes() ? "bytes" : "tokens"));
     before = evaluate(nullptr);
     log.write({{"step", 0}, {"eval", before}});
   } else {
@@ -258,7 +289,7 @@ int extend_model(Model& model, const ModelConfig& config, const ExtensionSpec& s
     message(o.on_message, fmt::format("[extend] multiple-choice evaluation: {} items x {} languages", o.mc_items,
                                       mc_sets.size()));
     const auto t0 = std::chrono::steady_clock::now();
-    result["mc"] = evaluate_mc(model, mc_sets, o.mc_shots, ctx);
+    result["mc"] = evaluate_mc(model, mc_sets, o.mc_shots, ctx, tokenizer);
     result["mc_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     result["mc_items"] = o.mc_items;
     result["mc_shots"] = o.mc_shots;
@@ -276,10 +307,9 @@ int extend_model(Model& model, const ModelConfig& config, const ExtensionSpec& s
 // experts, the router's W and A stay frozen; the new experts and A' train, A' under the routing
 // regularisation of Eq. 10; `concentration` adds the load-concentration loss of Eq. 8. E'
 // defaults to what `extra` pays for: per layer a new expert costs 3 C h + D_emb.
-template <Tokenizer Tok = ByteTokenizer>
-int extend_moe_backbone(ExtensionSpec spec, const ModelConfig& config, const nlohmann::json& backbone_nr,
-                        const ExtendOptions& o, const std::string& original_domain, nlohmann::json* results,
-                        const Tok& tokenizer = {}) {
+inline int extend_moe_backbone(ExtensionSpec spec, const ModelConfig& config, const nlohmann::json& backbone_nr,
+                               const ExtendOptions& o, const std::string& original_domain, nlohmann::json* results,
+                               const AnyTokenizer& tokenizer) {
   resolve_defaults(spec);
   if (method_info(spec.method).family != MethodFamily::experts)
     throw ValueError(fmt::format("{} is a mixture-of-experts backbone: extend it with --method experts (new experts "
@@ -317,23 +347,35 @@ int extend_moe_backbone(ExtensionSpec spec, const ModelConfig& config, const nlo
   });
 }
 
-// Runs one extension (what `nrlab extend` does): reads the backbone's config.json, builds the
-// method's model (build_extended, or new experts inserted into a MoE backbone) and calls
-// extend_model. Returns 0 when the run is complete, with results.json's content in *results when
-// given, or 128 + the signal when *o.stop stopped it (the same call resumes it). Errors are
-// thrown as nr::Error.
-template <Tokenizer Tok = ByteTokenizer>
-int run_extend(const ExtendOptions& o, nlohmann::json* results = nullptr, const Tok& tokenizer = {}) {
+// Runs one extension (what `nrlab extend` does): opens the backbone (an nr backbone, a GGUF file
+// or a Hugging Face directory, load.hpp) and its tokenizer, builds the method's model
+// (build_extended, or new experts inserted into a MoE backbone) and calls extend_model. Returns 0
+// when the run is complete, with results.json's content in *results when given, or 128 + the
+// signal when *o.stop stopped it (the same call resumes it). Errors are thrown as nr::Error.
+inline int run_extend(const ExtendOptions& o, nlohmann::json* results = nullptr) {
+  if (o.new_domain == o.mix && o.p > 0.0) throw ValueError(fmt::format("--new and --mix are both '{}'", o.new_domain));
+  if (o.steps < 0) throw ValueError(fmt::format("steps must be 0 or more, got {}", o.steps));
   const std::filesystem::path backbone = o.checkpoint;
+  ExtensionSpec spec = o.spec;
+  if (model_format(backbone) != ModelFormat::nr_checkpoint) {  // a GGUF file or a Hugging Face directory
+    PretrainedModel pretrained = load_pretrained(backbone);
+    const AnyTokenizer tokenizer = model_tokenizer(backbone);
+    const std::string original_domain = o.original_domain.empty() ? "en" : o.original_domain;
+    const ModelConfig config = pretrained.config;
+    return build_extended(spec, config, o.seed, [&](auto& model) {
+      return extend_model(model, config, spec, o, original_domain, results, nlohmann::json::object(), tokenizer,
+                          &pretrained);
+    });
+  }
   const ConfigJsonDocument doc = load_config_json_document(backbone / config_file_name);
   const nlohmann::json backbone_nr = doc.json.value("nr", nlohmann::json::object());
   if (backbone_nr.is_object() && backbone_nr.value("method", "backbone") != "backbone")
     throw ValueError(fmt::format("{} is not a backbone (its config.json says method '{}'); extend the backbone it "
                                  "was trained from", o.checkpoint, backbone_nr.value("method", "")));
-  const std::string original_domain = backbone_nr.is_object() ? backbone_nr.value("domain", "en") : "en";
-  if (o.new_domain == o.mix && o.p > 0.0) throw ValueError(fmt::format("--new and --mix are both '{}'", o.new_domain));
-  if (o.steps < 0) throw ValueError(fmt::format("steps must be 0 or more, got {}", o.steps));
-  ExtensionSpec spec = o.spec;
+  const std::string original_domain = !o.original_domain.empty() ? o.original_domain
+                                      : backbone_nr.is_object()  ? backbone_nr.value("domain", "en")
+                                                                 : "en";
+  const AnyTokenizer tokenizer = model_tokenizer(backbone);
   if (is_moe_checkpoint(backbone_nr))
     return extend_moe_backbone(spec, doc.config, backbone_nr, o, original_domain, results, tokenizer);
   return build_extended(spec, doc.config, o.seed, [&](auto& model) {

@@ -29,6 +29,7 @@
 #include "nr/io/gguf_llama.hpp"
 #include "nr/io/gguf_tokenizer.hpp"
 #include "nr/io/hf_directory.hpp"
+#include "nr/tokenize/any_tokenizer.hpp"
 #include "nr/tokenize/tokenizer.hpp"
 #include "nr/tokenize/tokenizer_json.hpp"
 
@@ -163,15 +164,46 @@ inline PretrainedModel load_pretrained(const std::filesystem::path& path) {
   return m;
 }
 
-// Calls f(tokenizer) with the tokenizer that goes with a model: a GGUF file's own byte-level BPE
-// (its metadata), a directory's tokenizer.json (Hugging Face directories), else bytes (nr's own
-// checkpoints are byte-level). f must return the same type for every tokenizer.
-template <class F>
-auto with_tokenizer(const std::filesystem::path& path, F&& f) {
+// The tokenizer that goes with a model:
+//   a GGUF file                          its own byte-level BPE (GGUF metadata)
+//   a directory with tokenizer.json      that file (Hugging Face directories)
+//   an nr checkpoint whose config.json   the tokenizer of the model named there: an extension of a
+//     "nr" has "tokenizer": PATH         GGUF / Hugging Face backbone records its backbone's path
+//   any other nr checkpoint              bytes (nr's own models are byte-level)
+// A recorded tokenizer path that no longer exists is an IoError naming it.
+inline AnyTokenizer model_tokenizer(const std::filesystem::path& path, int depth = 0) {
   namespace fs = std::filesystem;
-  if (fs::is_regular_file(path) && path.extension() == ".gguf") return f(load_gguf_tokenizer(path));
-  if (fs::is_regular_file(path / "tokenizer.json")) return f(load_tokenizer_json(path / "tokenizer.json"));
-  return f(ByteTokenizer{});
+  if (depth > 8) throw IoError(fmt::format("{}: its \"tokenizer\" chain is more than 8 models long", path.string()));
+  if (fs::is_regular_file(path) && path.extension() == ".gguf") return load_gguf_tokenizer(path);
+  if (fs::is_regular_file(path / "tokenizer.json")) return load_tokenizer_json(path / "tokenizer.json");
+  if (fs::is_regular_file(path / config_file_name)) {
+    const ConfigJsonDocument doc = load_config_json_document(path / config_file_name);
+    const nlohmann::json nr = doc.json.value("nr", nlohmann::json::object());
+    if (nr.is_object() && nr.contains("tokenizer")) {
+      const fs::path from = nr.value("tokenizer", "");
+      if (from.empty() || from == path || !fs::exists(from))
+        throw IoError(fmt::format("{}: the model's tokenizer is that of '{}', which does not exist (any more): "
+                                  "move the backbone back or edit \"tokenizer\" in config.json \"nr\"",
+                                  (path / config_file_name).string(), from.string()));
+      return model_tokenizer(from, depth + 1);
+    }
+  }
+  return ByteTokenizer{};
+}
+
+// The path model_tokenizer should read for a model extended from `backbone`: the backbone's own
+// absolute path when it brings a tokenizer (GGUF, or a directory with tokenizer.json), else empty
+// (byte-level).
+inline std::string tokenizer_source(const std::filesystem::path& backbone) {
+  namespace fs = std::filesystem;
+  if ((fs::is_regular_file(backbone) && backbone.extension() == ".gguf") || fs::is_regular_file(backbone / "tokenizer.json"))
+    return fs::absolute(backbone).lexically_normal().string();
+  if (fs::is_regular_file(backbone / config_file_name)) {
+    const ConfigJsonDocument doc = load_config_json_document(backbone / config_file_name);
+    const nlohmann::json nr = doc.json.value("nr", nlohmann::json::object());
+    if (nr.is_object() && nr.contains("tokenizer")) return nr.value("tokenizer", "");
+  }
+  return "";
 }
 
 }  // namespace nr::recipes

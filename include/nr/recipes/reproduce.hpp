@@ -12,10 +12,15 @@
 // 4. RUNS/<table>/ receives results.md, results.csv, results.json, curves.svg (training loss of
 //    every run), figure1.svg (tables 2 and 8) and figure3.svg (gate_proj spectra).
 // RUNS is runs / PRESET; overridden preset numbers make the preset "custom" (RUNS = runs/custom).
+//
+// With a pretrained backbone (ReproduceOptions::backbone, or the preset's), nothing is
+// pretrained: RUNS/backbone-en holds the evaluation of that model (eval.json, with its path) and
+// every run extends it, with its tokenizer; tables that need the multilingual backbone are refused.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -40,6 +45,8 @@ namespace nr::recipes {
 struct ReproduceOptions {
   std::string preset = "quick", corpus = "cache/corpus", runs = "runs";
   bool extra_methods = false;  // table 2 also runs experts, migu-finetune and migu-lora
+  std::string backbone = "";   // a pretrained English model to extend (GGUF / HF / nr; empty: the preset's)
+  std::optional<int64_t> ctx = std::nullopt;  // override of the window (a custom preset)
   // Overrides of the preset (0 / negative: the preset's); any of them makes the preset "custom"
   // (runs in RUNS/custom), so that they never mix with the runs of a named preset.
   int64_t pretrain_steps = 0, steps = 0, batch = 0, eval_tokens = -1, mc_items = 0;
@@ -61,9 +68,34 @@ struct TableOutcome {
   double seconds = 0.0;
 };
 
+// Where scripts/fetch_model.sh puts a model it fetched: $NR_CACHE, else $XDG_CACHE_HOME/nr,
+// else ~/.cache/nr, then models/<file>. Known names: smollm2. Any other value is a path.
+inline std::filesystem::path fetched_model_path(const std::string& name_or_path) {
+  if (name_or_path != "smollm2") return name_or_path;
+  auto env = [](const char* k) -> std::string {
+    const char* v = std::getenv(k);
+    return v != nullptr ? v : "";
+  };
+  std::filesystem::path cache = env("NR_CACHE");
+  if (cache.empty()) cache = !env("XDG_CACHE_HOME").empty() ? std::filesystem::path(env("XDG_CACHE_HOME")) / "nr"
+                                                           : std::filesystem::path(env("HOME")) / ".cache" / "nr";
+  const std::filesystem::path file = cache / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!std::filesystem::exists(file))
+    throw IoError(fmt::format("{} is missing: fetch the model with `scripts/fetch_model.sh smollm2`", file.string()));
+  return file;
+}
+
 // The preset of `o` (the named one, or "custom" with the overrides).
 inline Preset effective_preset(const ReproduceOptions& o) {
   Preset preset = preset_named(o.preset);
+  if (!o.backbone.empty() && o.backbone != preset.backbone) {
+    preset.name = "custom";
+    preset.backbone = o.backbone;
+  }
+  if (o.ctx && *o.ctx != preset.ctx) {
+    preset.name = "custom";
+    preset.ctx = *o.ctx;
+  }
   if (o.pretrain_steps > 0 || o.steps > 0 || o.batch > 0 || o.eval_tokens >= 0 || o.mc_items > 0) {
     preset.name = "custom";
     if (o.pretrain_steps > 0) preset.pretrain_steps = o.pretrain_steps;
@@ -79,9 +111,29 @@ inline Preset effective_preset(const ReproduceOptions& o) {
 // What every run of a preset evaluates.
 inline std::vector<std::string> backbone_eval_domains() { return {"en", "en-ood", "fr", "de"}; }
 
+// The model a table's backbone `bb` is: the preset's pretrained model, or RUNS/backbone-<bb>.
+inline std::filesystem::path backbone_path(const std::string& bb, const Preset& preset, const std::filesystem::path& root) {
+  if (!preset.backbone.empty() && bb == "en") return fetched_model_path(preset.backbone);
+  return root / backbone_id(bb);
+}
+
+// The window of the preset's runs and evaluations for a model of this config.
+inline int64_t run_window(const Preset& preset, const ModelConfig& config) {
+  return resolve_window(preset.ctx > 0 ? std::optional<int64_t>(preset.ctx) : std::nullopt, config, "the preset's ctx");
+}
+
 // Pretrains RUNS/backbone-<bb> unless finished. Returns 0, or 128 + signal when stopped.
 inline int ensure_backbone(const std::string& bb, const Preset& preset, const ReproduceOptions& o, const std::filesystem::path& root) {
   const std::filesystem::path dir = root / backbone_id(bb);
+  if (!preset.backbone.empty()) {  // a pretrained model: nothing to train
+    if (bb != "en")
+      throw ValueError(fmt::format("this table needs the multilingual backbone '{}', which only pretraining makes; with "
+                                   "the pretrained backbone {} run the tables of the English backbone (1, 2, 3, 6, 7, 8)",
+                                   bb, preset.backbone));
+    message(o.on_message, fmt::format("[reproduce] backbone {}: the pretrained model {}", bb,
+                                      fetched_model_path(preset.backbone).string()));
+    return 0;
+  }
   if (std::filesystem::exists(dir / "results.json")) {
     const nlohmann::json j = nlohmann::json::parse(read_file(dir / "results.json"));
     if (j.value("steps", int64_t{-1}) != preset.pretrain_steps || j.value("batch", int64_t{-1}) != preset.pretrain_batch ||
@@ -120,37 +172,52 @@ inline int ensure_backbone(const std::string& bb, const Preset& preset, const Re
 inline nlohmann::json backbone_eval(const std::string& bb, const Preset& preset, const ReproduceOptions& o,
                                     const std::filesystem::path& root, bool tasks) {
   const std::filesystem::path dir = root / backbone_id(bb), file = dir / "eval.json";
+  const std::filesystem::path model_path = backbone_path(bb, preset, root);
   nlohmann::json j = std::filesystem::exists(file) ? nlohmann::json::parse(read_file(file)) : nlohmann::json::object();
+  if (j.value("model", model_path.string()) != model_path.string()) j = nlohmann::json::object();  // another model
   const bool have_bpb = j.value("eval_tokens", int64_t{-1}) == preset.eval_tokens && j.contains("valid_bpb");
   const bool have_mc = !tasks || (j.contains("mc") && j.value("mc_items", int64_t{-1}) == preset.mc_items &&
                                   j.value("mc_shots", std::vector<int>{}) == preset.mc_shots);
   if (have_bpb && have_mc) return j;
   message(o.on_message, fmt::format("[reproduce] evaluating backbone {}{}", bb, have_bpb ? "" : " (BPB)"));
-  with_loaded_model(dir, "", [&](auto& model, const LoadedInfo& info) {
-    const int64_t ctx = info.config.max_position_embeddings;
+  const AnyTokenizer tokenizer = model_tokenizer(model_path);
+  with_loaded_model(model_path, "", [&](auto& model, const LoadedInfo& info) {
+    const int64_t ctx = run_window(preset, info.config);
     if (!have_bpb) {
-      std::vector<ValidSet> sets = load_valid_sets(o.corpus, preset.eval_tokens);
+      std::vector<ValidSet> sets = load_valid_sets(o.corpus, preset.eval_tokens, tokenizer);
       const std::vector<std::string> keep = backbone_eval_domains();
       std::erase_if(sets, [&](const ValidSet& v) { return std::find(keep.begin(), keep.end(), v.name) == keep.end(); });
-      j["valid_bpb"] = evaluate_domains(model, sets, ctx, 16);
+      const auto t0 = std::chrono::steady_clock::now();
+      std::map<std::string, int64_t> predicted;
+      j["valid_bpb"] = evaluate_domains(model, sets, ctx, 16, "", "", nullptr, &predicted, tokenizer);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      int64_t tokens = 0;
+      for (const auto& [name, n] : predicted) tokens += n;
       j["eval_tokens"] = preset.eval_tokens;
+      j["ctx"] = ctx;
+      if (!preset.backbone.empty() && seconds > 0.0)  // forward only: about a third of a training step's rate
+        j["tokens_per_second"] = static_cast<double>(tokens) / seconds / 3.0;
     }
     if (!have_mc) {
       message(o.on_message, fmt::format("[reproduce] multiple choice of backbone {}: {} items x {} languages", bb,
                                         preset.mc_items, mc_languages().size()));
       j["mc"] = evaluate_mc(model, load_mc_items(std::filesystem::path(o.corpus) / mc_dir_name, mc_languages(), preset.mc_items),
-                            preset.mc_shots, ctx);
+                            preset.mc_shots, ctx, tokenizer);
       j["mc_items"] = preset.mc_items;
       j["mc_shots"] = preset.mc_shots;
     }
     return 0;
   });
-  const nlohmann::json pre = nlohmann::json::parse(read_file(dir / "results.json"));
-  j["pretrain_steps"] = pre.value("steps", int64_t{0});
-  j["pretrain_batch"] = pre.value("batch", int64_t{0});
-  j["mixture"] = pre.value("mixture", nlohmann::json());
-  for (const char* key : {"train_seconds", "tokens_per_second", "parameters"})
-    if (pre.contains(key)) j[key] = pre[key];
+  j["model"] = model_path.string();
+  if (preset.backbone.empty()) {
+    const nlohmann::json pre = nlohmann::json::parse(read_file(dir / "results.json"));
+    j["pretrain_steps"] = pre.value("steps", int64_t{0});
+    j["pretrain_batch"] = pre.value("batch", int64_t{0});
+    j["mixture"] = pre.value("mixture", nlohmann::json());
+    for (const char* key : {"train_seconds", "tokens_per_second", "parameters"})
+      if (pre.contains(key)) j[key] = pre[key];
+  }
+  std::filesystem::create_directories(dir);
   write_file_atomic(file, j.dump(2) + "\n");
   return j;
 }
@@ -163,9 +230,10 @@ inline void complete_mc(const RunSpec& r, const Preset& preset, const ReproduceO
       results.value("mc_shots", std::vector<int>{}) == preset.mc_shots)
     return;
   message(o.on_message, fmt::format("[reproduce] multiple choice of {} ({} items x 2 languages)", r.id, preset.mc_items));
+  const AnyTokenizer tokenizer = model_tokenizer(dir);
   with_loaded_model(dir, "", [&](auto& model, const LoadedInfo& info) {
     results["mc"] = evaluate_mc(model, load_mc_items(std::filesystem::path(o.corpus) / mc_dir_name, {"en", r.new_domain}, preset.mc_items),
-                                preset.mc_shots, info.config.max_position_embeddings);
+                                preset.mc_shots, run_window(preset, info.config), tokenizer);
     return 0;
   });
   results["mc_items"] = preset.mc_items;
@@ -176,7 +244,8 @@ inline void complete_mc(const RunSpec& r, const Preset& preset, const ReproduceO
 inline ExtendOptions extend_options(const RunSpec& r, const Preset& preset, const ReproduceOptions& o,
                                     const std::filesystem::path& root, const std::filesystem::path& dir, bool tasks, size_t k, size_t n) {
   ExtendOptions e;
-  e.checkpoint = (root / backbone_id(r.backbone)).string();
+  e.checkpoint = backbone_path(r.backbone, preset, root).string();
+  if (preset.ctx > 0) e.ctx = preset.ctx;
   e.corpus = o.corpus;
   e.new_domain = r.new_domain;
   e.mix = "en-mix";
@@ -204,12 +273,12 @@ inline ExtendOptions extend_options(const RunSpec& r, const Preset& preset, cons
 }
 
 // Figure 3 from the finished runs flagged figure3 and the backbone.
-inline void write_figure3(const TableSpec& t, const std::filesystem::path& root, const RunnerOutcome& outcome, const std::filesystem::path& file) {
+inline void write_figure3(const TableSpec& t, const Preset& preset, const std::filesystem::path& root,
+                          const RunnerOutcome& outcome, const std::filesystem::path& file) {
   std::map<std::string, std::map<int64_t, std::vector<double>>> spectra;
   std::vector<std::string> order;
-  const std::filesystem::path backbone = root / backbone_id(t.backbones.front());
-  const ModelConfig config = load_config_json(backbone / config_file_name);
-  const std::vector<int64_t> layers = figure3_layers(config.num_hidden_layers);
+  const PretrainedModel backbone = load_pretrained(backbone_path(t.backbones.front(), preset, root));
+  const std::vector<int64_t> layers = figure3_layers(backbone.config.num_hidden_layers);
   for (const RunSpec& r : t.runs) {
     if (!r.figure3 || r.backbone != t.backbones.front() || !outcome.results.count(r.id)) continue;
     const SafetensorsFile st = load_safetensors(run_dir(root, r.id) / model_file_name);
@@ -218,8 +287,12 @@ inline void write_figure3(const TableSpec& t, const std::filesystem::path& root,
     order.push_back(label);
   }
   if (order.empty()) return;
-  const SafetensorsFile st = load_safetensors(backbone / model_file_name);
-  for (int64_t l : layers) spectra["Backbone"][l] = spectrum_of(st, fmt::format("model.layers.{}.mlp.gate_proj.weight", l));
+  for (int64_t l : layers) {
+    const std::string name = fmt::format("model.layers.{}.mlp.gate_proj.weight", l);
+    const auto it = backbone.tensors.find(name);
+    if (it == backbone.tensors.end()) throw IoError(fmt::format("{}: tensor '{}' is missing", backbone.source, name));
+    spectra["Backbone"][l] = normalized_singular_values(it->second);
+  }
   order.push_back("Backbone");
   write_file_atomic(file, figure3(spectra, order, layers));
 }
@@ -257,15 +330,22 @@ inline TableOutcome reproduce_table(const std::string& name, const ReproduceOpti
     o.build_mc_items(o.corpus);
   }
   const auto t0 = std::chrono::steady_clock::now();
-  const int64_t ctx = nr::preset(preset.model).max_position_embeddings;
+  const bool pretrained = !preset.backbone.empty();
+  const int64_t ctx = run_window(preset, pretrained ? load_pretrained(backbone_path("en", preset, root)).config
+                                                     : nr::preset(preset.model));
+  const char* unit = pretrained ? "tokens" : "bytes";
   size_t todo = 0;
   for (const RunSpec& r : t.runs) todo += run_state(run_dir(root, r.id)) != RunState::finished;
+  const std::string backbones =
+      pretrained ? fmt::format("the pretrained backbone {}", backbone_path("en", preset, root).string())
+                 : fmt::format("{} backbone(s) ({}, {} pretraining steps x {} x {} bytes)", t.backbones.size(),
+                               preset.model, preset.pretrain_steps, preset.pretrain_batch, ctx);
   message(o.on_message, fmt::format(
-             "[reproduce] {}\n[reproduce] preset {}: {} backbone(s) ({}, {} pretraining steps x {} x {} bytes), "
-             "{} runs of {} steps x {} x {} bytes ({} to run), BPB on {} bytes per domain{}; runs in {}",
-             t.title, preset.name, t.backbones.size(), preset.model, preset.pretrain_steps, preset.pretrain_batch, ctx,
-             t.runs.size(), preset.steps, preset.batch, ctx, todo, preset.eval_tokens,
-             t.tasks ? fmt::format(", {} multiple-choice items per language", preset.mc_items) : "", root.string()));
+             "[reproduce] {}\n[reproduce] preset {}: {}, {} runs of {} steps x {} x {} {} ({} to run), BPB on {} {} per "
+             "domain{}; runs in {}",
+             t.title, preset.name, backbones, t.runs.size(), preset.steps, preset.batch, ctx, unit, todo,
+             preset.eval_tokens, unit, t.tasks ? fmt::format(", {} multiple-choice items per language", preset.mc_items) : "",
+             root.string()));
 
   std::map<std::string, nlohmann::json> results;
   double tokens_per_second = 0.0;
@@ -314,7 +394,7 @@ inline TableOutcome reproduce_table(const std::string& name, const ReproduceOpti
     written.push_back("figure1.svg");
   }
   if (std::any_of(t.runs.begin(), t.runs.end(), [](const RunSpec& r) { return r.figure3; })) {
-    write_figure3(t, root, outcome, out / "figure3.svg");
+    write_figure3(t, preset, root, outcome, out / "figure3.svg");
     if (std::filesystem::exists(out / "figure3.svg")) written.push_back("figure3.svg");
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
@@ -29,6 +30,24 @@ int64_t resume_if_present(const std::filesystem::path& dir, Model& model, AdamW&
   const int64_t step = load_training_state(dir, model, opt);
   message(on_message, fmt::format("[{}] resuming {} at step {}", label, dir.string(), step));
   return step;
+}
+
+// The window (tokens per sequence) of training and evaluation when none is given: the model's
+// context, at most 1,024 tokens. nr's own models have contexts of 128-512, so this is their
+// context; a real model's 8,192 would make each evaluation window cover a whole valid set and
+// cost 8x the attention of 1,024 for a few hundredths of a bit.
+inline int64_t default_window(const ModelConfig& config) {
+  return std::min<int64_t>(config.max_position_embeddings, 1024);
+}
+
+// `ctx` when given (checked against the model's context), else default_window. `option` names it
+// in the error.
+inline int64_t resolve_window(const std::optional<int64_t>& ctx, const ModelConfig& config, const char* option = "--ctx") {
+  if (!ctx) return default_window(config);
+  if (*ctx < 2 || *ctx > config.max_position_embeddings)
+    throw ValueError(fmt::format("{} {}: the window must be between 2 and the model's context, {} tokens", option, *ctx,
+                                 config.max_position_embeddings));
+  return *ctx;
 }
 
 // Warmup steps when none is given: a tenth of the run, at most 100.

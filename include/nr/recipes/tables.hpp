@@ -55,6 +55,10 @@ struct Preset {
   std::vector<int> mc_shots = {0};   // shot settings averaged into "tasks"
   int64_t save_every = 50, log_every = 25;
   std::string multilingual = "en:0.875,fr:0.0625,de:0.0625";  // Trans-ML's pretraining mixture
+  // A pretrained English model to extend instead of pretraining backbone-en (a GGUF file, a
+  // Hugging Face directory or a name fetched_model_path knows); empty: pretrain `model`.
+  std::string backbone = "";
+  int64_t ctx = 0;                   // the window of every run and evaluation (0: the model's default)
 };
 
 inline const std::vector<std::string>& preset_names() {
