@@ -17,7 +17,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "nr/data/token_file.hpp"
 #include "nr/io/gguf_tokenizer.hpp"
+#include "nr/tokenize/any_tokenizer.hpp"
 #include "nr/tokenize/byte_level_bpe.hpp"
 #include "nr/tokenize/tokenizer.hpp"
 #include "nr/tokenize/tokenizer_json.hpp"
@@ -30,7 +32,7 @@ namespace {
 // The byte-level character of byte b, as UTF-8.
 std::string bc(unsigned char b) {
   std::string s;
-  nr::utf8_append(s, nr::byte_to_unicode()[b]);
+  nr::append_utf8(s, nr::byte_to_unicode()[b]);
   return s;
 }
 std::string bytes_token(std::string_view raw) {
@@ -111,6 +113,25 @@ TEST_CASE("merges apply by rank, leftmost on ties") {
   nr::BpeTokenizer sp(spec_with({{" ", "a"}, {" a", "b"}}));
   CHECK(sp.encode("x ab") == std::vector<int32_t>{'x', *sp.token_to_id(bytes_token(" ab"))});
   CHECK(sp.id_to_token(*sp.token_to_id(bytes_token(" ab"))) == "\xC4\xA0" "ab");
+}
+
+TEST_CASE("the fingerprint names everything that decides the ids; token_bytes has no holes to throw on") {
+  const nr::BpeTokenizer a(spec_with({{"b", "c"}, {"a", "b"}, {"a", "bc"}}));
+  CHECK(nr::BpeTokenizer(spec_with({{"b", "c"}, {"a", "b"}, {"a", "bc"}})).fingerprint() == a.fingerprint());
+  // The same vocabulary with the merges in another order tokenises "abc" differently.
+  const nr::BpeTokenizer b(spec_with({{"a", "b"}, {"b", "c"}, {"a", "bc"}}));
+  CHECK(b.encode("abc") != a.encode("abc"));
+  CHECK(b.fingerprint() != a.fingerprint());
+  // Another pre-tokeniser (digits split first), same vocabulary and merges.
+  nr::BpeSpec digits = spec_with({{"b", "c"}, {"a", "b"}, {"a", "bc"}});
+  digits.pre_tokenizer.insert(digits.pre_tokenizer.begin(), nr::PreTokenizerStep::digits(true));
+  CHECK(nr::BpeTokenizer(digits).fingerprint() != a.fingerprint());
+  // The token-file cache key follows it, also through AnyTokenizer.
+  CHECK(nr::tokenizer_fingerprint(a) == a.fingerprint());
+  CHECK(nr::tokenizer_fingerprint(nr::AnyTokenizer(a)) == a.fingerprint());
+  CHECK(nr::tokenizer_fingerprint(nr::AnyTokenizer(nr::ByteTokenizer{})) == nr::tokenizer_fingerprint(nr::ByteTokenizer{}));
+  CHECK(std::string(a.token_bytes('a')) == "a");
+  CHECK(a.token_bytes(1 << 20).empty());
 }
 
 TEST_CASE("long words (the heap path) merge exactly like the plain algorithm") {

@@ -513,6 +513,17 @@ TEST_CASE("presets", "[reproduce]") {
   CHECK(p.eval_tokens == 0);  // whole validation sets
   CHECK(p.mc_items > q.mc_items);
   CHECK_THROWS_AS(preset_named("huge"), nr::ValueError);
+  // smol: the pretrained SmolLM2, its own learning rates, which the tables' runs take (ratios kept).
+  const Preset smol = preset_named("smol");
+  CHECK(smol.backbone == "smollm2");
+  CHECK(smol.ctx > 0);
+  const TableSpec t8 = table_spec("table8", false, smol.base_lr), plain8 = table_spec("table8");
+  REQUIRE(t8.runs.size() == plain8.runs.size());
+  for (size_t i = 0; i < t8.runs.size(); ++i) {
+    const RunSpec& r = t8.runs[i];
+    CHECK(r.lr == Approx(plain8.runs[i].lr * smol.base_lr.at(r.method) / default_lr(r.method)));
+    CHECK(r.id == make_run_id(r));  // the id names the learning rate actually used
+  }
 }
 
 TEST_CASE("pretraining mixtures: --domain en or NAME:WEIGHT,...", "[reproduce][pretrain]") {

@@ -3,6 +3,7 @@
 //   nrlab corpus --out corpus                     # en, en-mix, en-ood, fr, de and reference/
 //   nrlab corpus --out corpus --domains fr,de     # rebuild some domains (manifest entries merged)
 //   nrlab corpus --out corpus --domains es        # any language with a Debian manpages-LANG package
+//   nrlab corpus --kind prose --out prose         # for a real pretrained model: handbook prose
 //
 // Packages are fetched with `apt-get download` into CACHE/debs and unpacked with `dpkg-deb -x`
 // into CACHE/root (nothing is installed). See docs/corpus.md for the sources, rules and sizes.
@@ -26,9 +27,9 @@
 namespace nrlab {
 
 struct CorpusCommandOptions {
-  std::string out, cache, domains;
-  double cap_mib = static_cast<double>(nr::default_train_cap_bytes) / (1 << 20);
-  int valid_percent = nr::default_valid_percent;
+  std::string out, cache, domains, kind = "standard";
+  double cap_mib = -1.0;    // < 0: the kind's default
+  int valid_percent = -1;   // < 0: the kind's default
   int jobs = 2;
   bool no_installed = false;
 };
@@ -37,24 +38,37 @@ inline void register_corpus_command(CLI::App& app) {
   auto o = std::make_shared<CorpusCommandOptions>();
   CLI::App* c = app.add_subcommand("corpus", "Build the real-text corpus (man pages, info manuals, Debian Reference)");
   c->add_option("--out", o->out, "Corpus directory to write (one folder per domain + manifest.json)")->required();
-  c->add_option("--cap-mib", o->cap_mib, "Cap on each domain's train text in MiB (0 = no cap)")
+  c->add_option("--kind", o->kind,
+                "standard: man pages, info manuals, Debian Reference (the toy tables); prose: the Debian "
+                "Administrator's Handbook and more, for a real pretrained model (docs/corpus.md)")
       ->capture_default_str()
+      ->check(CLI::IsMember({"standard", "prose"}));
+  c->add_option("--cap-mib", o->cap_mib,
+                fmt::format("Cap on each domain's train text in MiB (0 = no cap; default {} standard, {} prose)",
+                            static_cast<double>(nr::default_train_cap_bytes) / (1 << 20),
+                            static_cast<double>(nr::prose_train_cap_bytes) / (1 << 20)))
       ->check(CLI::NonNegativeNumber);
-  c->add_option("--valid-percent", o->valid_percent, "Share of documents that go to valid.txt (by name hash)")
-      ->capture_default_str()
+  c->add_option("--valid-percent", o->valid_percent,
+                fmt::format("Share of documents that go to valid.txt, by name hash (default {} standard, {} prose)",
+                            nr::default_valid_percent, nr::prose_valid_percent))
       ->check(CLI::Range(1, 50));
   c->add_option("--cache", o->cache, "Package cache (default: OUT/.cache)");
   c->add_option("--jobs", o->jobs, "Parallel renders")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--domains", o->domains,
-                "Comma-separated subset: en,en-mix,en-ood,fr,de,reference or any manpages-LANG code (default: all)");
+                "Comma-separated subset: en,en-mix,en-ood,fr,de,reference or any manpages-LANG code (default: all; "
+                "standard kind only)");
   c->add_flag("--no-installed", o->no_installed,
               "Use fetched packages only, not the man pages and info manuals installed on this machine");
   c->callback([o]() {
     nr::CorpusOptions opt;
+    const bool prose = o->kind == "prose";
+    opt.kind = prose ? nr::CorpusKind::prose : nr::CorpusKind::standard;
     opt.out = o->out;
     opt.cache = o->cache;
-    opt.train_cap_bytes = static_cast<int64_t>(o->cap_mib * (1 << 20));
-    opt.valid_percent = o->valid_percent;
+    opt.train_cap_bytes = o->cap_mib >= 0.0 ? static_cast<int64_t>(o->cap_mib * (1 << 20))
+                          : prose          ? nr::prose_train_cap_bytes
+                                           : nr::default_train_cap_bytes;
+    opt.valid_percent = o->valid_percent > 0 ? o->valid_percent : prose ? nr::prose_valid_percent : nr::default_valid_percent;
     opt.jobs = o->jobs;
     opt.use_installed = !o->no_installed;
     for (size_t start = 0; start <= o->domains.size();) {

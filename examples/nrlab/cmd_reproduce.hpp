@@ -44,7 +44,7 @@ struct ReproduceCommand {
 
 // The runs of a table and their state (--list).
 inline void list_table(const std::string& name, const ReproduceOptions& o) {
-  const TableSpec t = table_spec(name, o.extra_methods);
+  const TableSpec t = table_spec(name, o.extra_methods, effective_preset(o).base_lr);
   const fs::path root = fs::path(o.runs) / effective_preset(o).name;
   fmt::print("{} ({} runs)\n", t.title, t.runs.size());
   const Preset preset = effective_preset(o);
@@ -88,7 +88,8 @@ inline void register_reproduce_command(CLI::App& app) {
   std::vector<std::string> names = table_names();
   names.push_back("all");
   c->add_option("table", cmd->table, "table1 ... table8, or all")->required()->check(CLI::IsMember(names));
-  c->add_option("--preset", o->preset, "quick (minutes on 2 cores) or paper (as faithful as a CPU allows)")
+  c->add_option("--preset", o->preset, "quick (minutes on 2 cores), paper (as faithful as a CPU allows) or smol (SmolLM2-135M, the real "
+                                     "model: scripts/fetch_model.sh smollm2)")
       ->capture_default_str()
       ->check(CLI::IsMember(preset_names()));
   c->add_option("--corpus", o->corpus, "Corpus directory (nrlab corpus --out DIR)")->capture_default_str();

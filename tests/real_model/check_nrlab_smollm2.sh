@@ -18,7 +18,8 @@
 #                                                          saved extension, as GGUF + --adapter and as
 #                                                          the full nr checkpoint (its tokenizer
 #                                                          found through config.json), evaluates to
-#                                                          the "after" bpb of results.json
+#                                                          the "after" bpb of results.json, and
+#   nrlab merge --checkpoint GGUF --adapter OUT            the merged model too (within 1e-5)
 # Each command prints one JSON line on stdout (the last line that parses as a JSON object is
 # taken). A mismatch prints a readable diff (first differing position with its neighbourhood, or
 # both numbers and their relative difference); the exit status is 1 when anything differs or a
@@ -207,6 +208,19 @@ if "extend" in only:
                 else:
                     record(f"[extension] eval {label} = extend's after",
                            None if rel(got["bpb"], after["fr"]) < 1e-9 else f"{got['bpb']} vs {after['fr']}",
+                           f": {got['bpb']:.6f}")
+            merged = os.path.join(work, "merged")
+            out, err = run(["merge", "--checkpoint", gguf, "--adapter", ext, "--out", merged])
+            if err:
+                record("[extension] merge", err)
+            else:
+                got, err = run(["eval", "--checkpoint", merged, "--text", os.path.join(corpus, "fr", "valid.txt"),
+                                "--ctx", "256"])
+                if err:
+                    record("[extension] eval merged", err)
+                else:
+                    record("[extension] merged LoRA (its tokenizer found through config.json) = extend's after",
+                           None if rel(got["bpb"], after["fr"]) < 1e-5 else f"{got['bpb']} vs {after['fr']}",
                            f": {got['bpb']:.6f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

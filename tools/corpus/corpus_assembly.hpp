@@ -20,11 +20,20 @@
 //                Valid text has its own cap, valid_cap_bytes (once closed, later valid documents
 //                are skipped). Paragraphs are never cut. 0 means no cap.
 //
+//   across      (optional, for a corpus whose domains must not share text) a set of paragraph
+//                hashes to exclude, such as every paragraph already kept by another domain or
+//                used by a benchmark: a paragraph whose hash is in it is dropped and counted
+//                apart (paragraphs_elsewhere).
+//   filter       (optional) a predicate on the paragraph; those it rejects are dropped and
+//                counted (paragraphs_filtered): the prose corpus drops untranslated English
+//                paragraphs from French and German text this way (corpus/language_filter.hpp).
+//
 // Output format of each split: every kept paragraph followed by one blank line ("\n\n").
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -112,6 +121,8 @@ struct AssemblyStats {
   int64_t documents_moved = 0;         // moved to fill an empty split
   int64_t paragraphs_kept = 0;
   int64_t paragraphs_duplicate = 0;    // dropped as duplicates
+  int64_t paragraphs_elsewhere = 0;    // dropped: in the excluded set (kept by another domain, ...)
+  int64_t paragraphs_filtered = 0;     // dropped by the paragraph filter
   bool train_cap_reached = false, valid_cap_reached = false;
 };
 
@@ -150,6 +161,13 @@ class DomainAssembler {
     if (limits.train_cap_bytes < 0 || limits.valid_cap_bytes < 0) throw ValueError("corpus caps must be >= 0 bytes");
   }
 
+  // Paragraphs whose hash (paragraph_hash) is in `*hashes` are dropped; the set must outlive
+  // the assembler. nullptr (the default) excludes nothing.
+  void exclude(const std::unordered_set<uint64_t>* hashes) { excluded_ = hashes; }
+
+  // Paragraphs for which keep(paragraph) is false are dropped. Empty (the default): all kept.
+  void filter(std::function<bool(std::string_view)> keep) { keep_ = std::move(keep); }
+
   // True when the domain is complete: the train split is closed by its cap (or, when every
   // document goes to valid, the valid split is).
   bool full() const { return train_.closed || (valid_.closed && limits_.valid_percent >= 100); }
@@ -168,6 +186,14 @@ class DomainAssembler {
       const uint64_t h = paragraph_hash(p);
       if (seen_.count(h) != 0) {
         ++out_.stats.paragraphs_duplicate;
+        continue;
+      }
+      if (excluded_ != nullptr && excluded_->count(h) != 0) {
+        ++out_.stats.paragraphs_elsewhere;
+        continue;
+      }
+      if (keep_ && !keep_(p)) {
+        ++out_.stats.paragraphs_filtered;
         continue;
       }
       const auto cost = static_cast<int64_t>(p.size()) + 2;
@@ -230,8 +256,16 @@ class DomainAssembler {
   AssemblyLimits limits_;
   Split train_, valid_;
   std::unordered_set<uint64_t> seen_;
+  const std::unordered_set<uint64_t>* excluded_ = nullptr;
+  std::function<bool(std::string_view)> keep_;
   AssembledDomain out_;
 };
+
+// Adds the hash of every paragraph of `text` (split_paragraphs, paragraph_hash) to `hashes`:
+// how a corpus builder records what a domain or a benchmark already holds.
+inline void add_paragraph_hashes(std::string_view text, std::unordered_set<uint64_t>& hashes) {
+  for (const std::string& p : split_paragraphs(text)) hashes.insert(paragraph_hash(p));
+}
 
 // Assembles a whole list of (name, text) documents at once (see DomainAssembler).
 struct NamedText {

@@ -22,6 +22,10 @@
 //                  caps and rules
 //   DIR/.cache/    downloaded .debs and their unpacked trees (reused by later runs)
 //
+// `nrlab corpus --kind prose` (CorpusKind::prose, build_prose_corpus below) writes the same
+// layout for a real pretrained model: the Debian Administrator's Handbook as en, fr and de, no
+// paragraph twice in the whole corpus, none of reference/ in any domain.
+//
 // Determinism: documents are ordered by (tier, fnv1a64(name), name), where tier 0 is the fetched
 // packages and tier 1 the files already installed on this machine, so the cap takes a spread
 // sample rather than the alphabet's first letters; rendering runs in parallel but results are
@@ -38,6 +42,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <unordered_set>
 #include <vector>
 
 #include <fmt/format.h>
@@ -48,6 +53,7 @@
 #include "corpus/corpus_assembly.hpp"
 #include "corpus/corpus_sources.hpp"
 #include "corpus/debian_packages.hpp"
+#include "corpus/language_filter.hpp"
 #include "corpus/text_render.hpp"
 #include "nr/io/atomic_file.hpp"
 
@@ -59,6 +65,14 @@ namespace nr {
 inline constexpr int64_t default_train_cap_bytes = int64_t{6} << 20;  // 6 MiB
 inline constexpr int default_valid_percent = 5;
 
+// Packages rendered after a recipe's own, to fill its cap (the prose corpus tops French and German
+// handbook text up with man pages).
+struct DomainSource {
+  SourceKind kind = SourceKind::man_pages;
+  std::vector<std::string> packages;           // fetched with apt-get download
+  std::vector<std::string> optional_packages;  // fetched only when apt knows them
+};
+
 // How one domain folder is made.
 struct DomainRecipe {
   std::string name;                            // folder name: "en", "fr", ...
@@ -69,6 +83,10 @@ struct DomainRecipe {
   std::filesystem::path installed_dir;         // files already installed, used after the packages
   std::string language;                        // "en", "fr", "pt-br": picks LOCALE/manN/, STEM.LANG.html
   int valid_percent = 0;                       // share of documents in valid; 0: the corpus default
+  // Rendered after `packages`, each at the next tier, in this order (then installed files).
+  std::vector<DomainSource> fill_sources = {};
+  // Drop paragraphs that read as English (corpus/language_filter.hpp): for translated text.
+  bool drop_english_paragraphs = false;
 };
 
 // Packages of Debian main that ship GNU info manuals: about 9 MiB of English technical prose
@@ -148,7 +166,17 @@ inline DomainRecipe domain_recipe(const std::string& name) {
                                name));
 }
 
+// Which corpus build_corpus makes (docs/corpus.md):
+//   standard  man pages (en, fr, de), GNU info manuals (en-mix), the English Debian Reference
+//             (en-ood): the most text, for the from-scratch models of the toy tables;
+//   prose     for a real pretrained English model: the Debian Administrator's Handbook as en,
+//             fr and de (French and German topped up with man pages), info manuals as en-mix,
+//             English man pages as en-ood; no paragraph occurs twice in the corpus and none of
+//             the Debian Reference (the source of the multiple-choice items) is in any domain.
+enum class CorpusKind { standard, prose };
+
 struct CorpusOptions {
+  CorpusKind kind = CorpusKind::standard;
   std::filesystem::path out;                          // corpus directory
   std::filesystem::path cache;                        // default: out / ".cache"
   int64_t train_cap_bytes = default_train_cap_bytes;  // per domain; 0 = no cap
@@ -171,27 +199,46 @@ inline std::string mib(int64_t bytes) { return fmt::format("{:.2f} MiB", static_
 
 }  // namespace detail
 
-// Builds one domain folder from its recipe and already-fetched packages (in recipe order);
-// returns its manifest entry. Throws nr::ValueError when a split comes out empty.
+// Builds one domain folder from its recipe and already-fetched packages (the recipe's own, then
+// those of its fill sources; a package that no fill source names is one of the recipe's own);
+// returns its manifest entry. Paragraphs whose hash is in `*excluded` are dropped (nullptr:
+// none). Throws nr::ValueError when a split comes out empty.
 inline nlohmann::json build_domain(const DomainRecipe& recipe, const std::vector<DebianPackage>& packages,
-                                   const CorpusOptions& o) {
+                                   const CorpusOptions& o, const std::unordered_set<uint64_t>* excluded = nullptr) {
   auto log = [&](const std::string& s) {
     if (o.log) o.log(s);
   };
   const auto t0 = std::chrono::steady_clock::now();
+  // Tier 0: the recipe's packages; tier 1 + i: fill source i; last tier: installed files.
+  std::vector<SourceKind> tier_kind = {recipe.kind};
+  for (const DomainSource& f : recipe.fill_sources) tier_kind.push_back(f.kind);
+  const int installed_tier = static_cast<int>(tier_kind.size());
+  tier_kind.push_back(recipe.kind);
   std::vector<detail::SourceUnit> units;
   for (const DebianPackage& p : packages) {
-    if (recipe.kind == SourceKind::man_pages)
-      detail::list_man_pages(p.root / "usr/share/man", recipe.language, 0, p.name, units);
-    else if (recipe.kind == SourceKind::info_manuals)
-      detail::list_info_manuals(p.root / "usr/share/info", 0, p.name, units);
+    int tier = 0;
+    for (size_t i = 0; i < recipe.fill_sources.size() && tier == 0; ++i) {
+      const DomainSource& f = recipe.fill_sources[i];
+      for (const auto* list : {&f.packages, &f.optional_packages})
+        if (std::find(list->begin(), list->end(), p.name) != list->end()) tier = static_cast<int>(i) + 1;
+    }
+    const SourceKind kind = tier_kind[static_cast<size_t>(tier)];
+    const size_t first = units.size();
+    if (kind == SourceKind::man_pages)
+      detail::list_man_pages(p.root / "usr/share/man", recipe.language, tier, p.name, units);
+    else if (kind == SourceKind::info_manuals)
+      detail::list_info_manuals(p.root / "usr/share/info", tier, p.name, units);
+    else if (kind == SourceKind::debian_handbook)
+      detail::list_handbook_pages(p.root / debian_handbook_html_dir, recipe.language, tier, p.name, units);
     else
       detail::list_reference_chapters(p.root / "usr/share/debian-reference", recipe.language, p.name, units);
+    for (size_t u = first; u < units.size(); ++u) units[u].tier = tier;
   }
   if (o.use_installed && !recipe.installed_dir.empty()) {
     const std::string origin = recipe.installed_dir.string();
-    if (recipe.kind == SourceKind::man_pages) detail::list_man_pages(recipe.installed_dir, recipe.language, 1, origin, units);
-    if (recipe.kind == SourceKind::info_manuals) detail::list_info_manuals(recipe.installed_dir, 1, origin, units);
+    if (recipe.kind == SourceKind::man_pages)
+      detail::list_man_pages(recipe.installed_dir, recipe.language, installed_tier, origin, units);
+    if (recipe.kind == SourceKind::info_manuals) detail::list_info_manuals(recipe.installed_dir, installed_tier, origin, units);
   }
   // One unit per key (the first source wins), then the deterministic order.
   std::set<std::string> keys;
@@ -201,9 +248,11 @@ inline nlohmann::json build_domain(const DomainRecipe& recipe, const std::vector
   std::sort(unique.begin(), unique.end(), [](const detail::SourceUnit& a, const detail::SourceUnit& b) {
     return std::make_tuple(a.tier, fnv1a64(a.key), a.key) < std::make_tuple(b.tier, fnv1a64(b.key), b.key);
   });
-  const char* unit_word = recipe.kind == SourceKind::man_pages ? "pages"
-                          : recipe.kind == SourceKind::info_manuals ? "manuals"
-                                                                    : "chapters";
+  const char* unit_word = !recipe.fill_sources.empty()                 ? "files"
+                          : recipe.kind == SourceKind::man_pages           ? "pages"
+                          : recipe.kind == SourceKind::info_manuals        ? "manuals"
+                          : recipe.kind == SourceKind::debian_handbook     ? "pages"
+                                                                           : "chapters";
   log(fmt::format("[corpus] {}: {} {} to render", recipe.name, unique.size(), unit_word));
 
   // en-ood is only measured, never trained on: a larger valid share gives a steadier measure.
@@ -217,15 +266,22 @@ inline nlohmann::json build_domain(const DomainRecipe& recipe, const std::vector
   // whole (it is cheap) and its documents sorted, so that the cap samples nodes and sections
   // from every manual rather than whole manuals.
   DomainAssembler assembler(limits);
-  const bool per_document = recipe.kind != SourceKind::man_pages;
+  assembler.exclude(excluded);
+  if (recipe.drop_english_paragraphs) {
+    const std::string language = recipe.language;
+    reads_as_english("", language);  // throws now, naming the language, when it has no word list
+    assembler.filter([language](std::string_view p) { return !reads_as_english(p, language); });
+  }
   int64_t consumed = 0, failures = 0;
   for (size_t begin = 0; begin < unique.size() && !assembler.full();) {
     size_t end = begin;
     while (end < unique.size() && unique[end].tier == unique[begin].tier) ++end;
+    const SourceKind kind = tier_kind.at(static_cast<size_t>(unique[begin].tier));
+    const bool per_document = kind != SourceKind::man_pages;
     const std::vector<detail::SourceUnit> tier(unique.begin() + static_cast<std::ptrdiff_t>(begin),
                                                unique.begin() + static_cast<std::ptrdiff_t>(end));
     std::vector<std::pair<std::string, TextSection>> pending;  // (origin, document) of a whole tier
-    detail::render_in_order(recipe.kind, tier, o.jobs, [&](const detail::SourceUnit& u, std::vector<TextSection>& docs,
+    detail::render_in_order(kind, tier, o.jobs, [&](const detail::SourceUnit& u, std::vector<TextSection>& docs,
                                                          const std::string& error) {
       ++consumed;
       if (!error.empty()) {
@@ -284,7 +340,10 @@ inline nlohmann::json build_domain(const DomainRecipe& recipe, const std::vector
                   recipe.name, consumed - failures, unit_word, dom.train.size() + dom.valid.size(),
                   detail::mib(dom.train_bytes()), detail::mib(dom.valid_bytes()), s.paragraphs_duplicate,
                   s.train_cap_reached ? " (cap reached)" : "", seconds));
-  return {{"role", recipe.role},
+  if (excluded != nullptr || recipe.drop_english_paragraphs)
+    log(fmt::format("[corpus] {}: {} paragraphs dropped as already in another domain or the reference, {} as English",
+                    recipe.name, s.paragraphs_elsewhere, s.paragraphs_filtered));
+  nlohmann::json entry = {{"role", recipe.role},
           {"train_bytes", dom.train_bytes()},
           {"valid_bytes", dom.valid_bytes()},
           {"train_documents", dom.train.size()},
@@ -301,6 +360,10 @@ inline nlohmann::json build_domain(const DomainRecipe& recipe, const std::vector
           {"valid_cap_bytes", limits.valid_cap_bytes},
           {"train_cap_reached", s.train_cap_reached},
           {"sources", sources}};
+  // Only where used, so that the standard corpus's manifest keeps its form.
+  if (excluded != nullptr) entry["paragraphs_in_other_domains_or_benchmarks_dropped"] = s.paragraphs_elsewhere;
+  if (recipe.drop_english_paragraphs) entry["english_paragraphs_dropped"] = s.paragraphs_filtered;
+  return entry;
 }
 
 // Writes DIR/reference/LANG/STEM.txt for every Debian Reference chapter of every language
@@ -335,14 +398,159 @@ inline nlohmann::json build_reference(const std::vector<DebianPackage>& packages
           {"aligned", aligned}, {"languages", langs}};
 }
 
-// Builds the corpus described by `o` (see the file comment); returns the manifest, also
-// written to o.out / "manifest.json" (entries of domains not rebuilt are kept).
+// ---------------------------------------------------------------------------------------------
+// The prose corpus (CorpusKind::prose), for a real pretrained English model
+// ---------------------------------------------------------------------------------------------
+
+// Defaults of the prose corpus: a real-model experiment trains on 1-3 M tokens and evaluates
+// 20-40 k tokens per domain, so 1.5 MiB of train text per domain is plenty, and 10 % of the
+// documents in valid gives 150-280 kB of valid text, 36-110 k SmolLM2 tokens (docs/corpus.md).
+inline constexpr int64_t prose_train_cap_bytes = int64_t{3} << 19;  // 1.5 MiB
+inline constexpr int prose_valid_percent = 15;
+
+// The domains of the prose corpus, in the order they are built: a paragraph kept by one domain
+// is dropped from every later one, so the order decides who keeps shared text (English first:
+// an untranslated handbook paragraph stays English).
+inline std::vector<DomainRecipe> prose_domain_recipes() {
+  auto handbook = [](const std::string& lang, const std::string& role) {
+    DomainRecipe r{.name = lang,
+                   .role = role,
+                   .kind = SourceKind::debian_handbook,
+                   .packages = {"debian-handbook"},
+                   .optional_packages = {},
+                   .installed_dir = {},
+                   .language = lang,
+                   .valid_percent = 0};
+    if (lang != "en") {
+      r.fill_sources = {DomainSource{.kind = SourceKind::man_pages,
+                                     .packages = {"manpages-" + lang},
+                                     .optional_packages = {"manpages-" + lang + "-dev"}}};
+      r.drop_english_paragraphs = true;
+    }
+    return r;
+  };
+  return {
+      handbook("en", "the English Debian Administrator's Handbook (debian-handbook): book prose, the backbone's "
+                     "original-like domain"),
+      DomainRecipe{.name = "en-mix",
+                   .role = "English GNU info manuals: similar technical English, not the original domain (data for "
+                           "mixing)",
+                   .kind = SourceKind::info_manuals,
+                   .packages = info_manual_packages(),
+                   .optional_packages = {},
+                   .installed_dir = {},
+                   .language = "en",
+                   .valid_percent = 0},
+      DomainRecipe{.name = "en-ood",
+                   .role = "English man pages (manpages, manpages-dev, git-man): held-out English of another kind, to "
+                           "measure forgetting (20 % of its pages in valid)",
+                   .kind = SourceKind::man_pages,
+                   .packages = {"manpages", "manpages-dev", "git-man"},
+                   .optional_packages = {},
+                   .installed_dir = {},
+                   .language = "en",
+                   .valid_percent = 20},
+      handbook("fr", "the French Debian Administrator's Handbook without its untranslated paragraphs, then French man "
+                     "pages (manpages-fr, manpages-fr-dev): a new language"),
+      handbook("de", "the German Debian Administrator's Handbook without its untranslated paragraphs, then German man "
+                     "pages (manpages-de, manpages-de-dev): a new language"),
+  };
+}
+
+namespace detail {
+
+// Every package a recipe needs, its fill sources' included (optional ones when apt knows them).
+inline std::vector<std::string> recipe_packages(const DomainRecipe& r, const DebianPackageCache& cache) {
+  std::vector<std::string> p = r.packages;
+  for (const std::string& opt : r.optional_packages)
+    if (cache.known(opt)) p.push_back(opt);
+  for (const DomainSource& f : r.fill_sources) {
+    p.insert(p.end(), f.packages.begin(), f.packages.end());
+    for (const std::string& opt : f.optional_packages)
+      if (cache.known(opt)) p.push_back(opt);
+  }
+  return p;
+}
+
+}  // namespace detail
+
+// Builds the prose corpus: reference/ first (it is the source of the multiple-choice items),
+// then the domains of prose_domain_recipes() in order, each dropping the paragraphs of the
+// reference and of the domains before it. So no paragraph (whitespace-normalised) occurs twice
+// anywhere in the corpus: no valid text is in any train text, and no domain holds text of the
+// multiple-choice items' sources. Always builds every domain; the manifest is written afresh.
+inline nlohmann::json build_prose_corpus(const CorpusOptions& o) {
+  if (!o.domains.empty())
+    throw ValueError("the prose corpus is built whole (its domains are deduplicated against each other and against "
+                     "the reference): do not name domains with it");
+  if (!command_exists("groff"))
+    throw IoError("groff not found: man pages are rendered with groff (install it with `apt-get install groff-base`)");
+  const std::vector<DomainRecipe> recipes = prose_domain_recipes();
+  DebianPackageCache cache(o.cache, o.log);
+  std::vector<std::vector<std::string>> per_recipe;
+  for (const DomainRecipe& r : recipes) per_recipe.push_back(detail::recipe_packages(r, cache));
+  std::vector<std::string> ref_packages;
+  for (const std::string& l : reference_languages()) ref_packages.push_back("debian-reference-" + l);
+  std::vector<std::string> wanted = ref_packages;
+  for (const auto& list : per_recipe)
+    for (const std::string& n : list)
+      if (std::find(wanted.begin(), wanted.end(), n) == wanted.end()) wanted.push_back(n);
+  std::map<std::string, DebianPackage> fetched;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (DebianPackage& p : cache.fetch(wanted)) fetched[p.name] = std::move(p);
+  if (o.log)
+    o.log(fmt::format("[corpus] {} packages ready in {:.1f} s", fetched.size(),
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()));
+
+  std::filesystem::create_directories(o.out);
+  const std::filesystem::path manifest_path = o.out / "manifest.json";
+  nlohmann::json manifest = nlohmann::json::object();
+  manifest["format"] = "nr-corpus-1";
+  manifest["kind"] = "prose";
+  manifest["generator"] = fmt::format("nrlab corpus --kind prose (nr {})", version_string);
+  manifest["rules"] = {
+      {"dedup", "paragraphs split on blank lines; FNV-1a 64 of the whitespace-normalised paragraph; a paragraph "
+                "already in reference/ or kept by an earlier domain (order en, en-mix, en-ood, fr, de) or earlier in "
+                "the same domain is dropped: no paragraph occurs twice in the corpus"},
+      {"language", "fr and de drop paragraphs that read as English (English function words >= 3 and more than twice "
+                   "the language's own)"},
+      {"split", "by document: fnv1a64(name) % 100 < valid_percent (per domain) -> valid; an empty split gets the "
+                "nearest document"},
+      {"order", "documents in (tier, fnv1a64(name), name) order; tier 0 = the handbook (or the domain's own "
+                "packages), 1 = man pages that top fr and de up; a domain is the prefix of that order up to the cap"},
+      {"format", "each paragraph followed by one blank line; UTF-8"}};
+  manifest["domains"] = nlohmann::json::object();
+
+  std::vector<DebianPackage> ref;
+  for (const std::string& n : ref_packages) ref.push_back(fetched.at(n));
+  manifest["reference"] = build_reference(ref, reference_languages(), o);
+  std::unordered_set<uint64_t> excluded;
+  for (const std::string& lang : reference_languages())
+    for (const auto& e : detail::sorted_entries(o.out / "reference" / lang))
+      if (e.path().extension() == ".txt") add_paragraph_hashes(read_file(e.path()), excluded);
+
+  for (size_t i = 0; i < recipes.size(); ++i) {
+    std::vector<DebianPackage> pk;
+    for (const std::string& n : per_recipe[i]) pk.push_back(fetched.at(n));
+    manifest["domains"][recipes[i].name] = build_domain(recipes[i], pk, o, &excluded);
+    for (const char* split : {"train.txt", "valid.txt"})
+      add_paragraph_hashes(read_file(o.out / recipes[i].name / split), excluded);
+    write_file_atomic(manifest_path, manifest.dump(2) + "\n");
+  }
+  write_file_atomic(manifest_path, manifest.dump(2) + "\n");
+  return manifest;
+}
+
+// Builds the corpus described by `o` (see the file comment; CorpusKind::prose: see
+// build_prose_corpus); returns the manifest, also written to o.out / "manifest.json" (for the
+// standard corpus, entries of domains not rebuilt are kept).
 inline nlohmann::json build_corpus(const CorpusOptions& options) {
   CorpusOptions o = options;
   if (o.out.empty()) throw ValueError("build_corpus: no output directory");
   if (o.cache.empty()) o.cache = o.out / ".cache";
   if (o.jobs < 1) throw ValueError(fmt::format("build_corpus: jobs must be >= 1, got {}", o.jobs));
   if (o.train_cap_bytes < 0) throw ValueError("build_corpus: the cap must be >= 0 (0 = no cap)");
+  if (o.kind == CorpusKind::prose) return build_prose_corpus(o);
   std::vector<std::string> names = o.domains;
   if (names.empty()) names = {"en", "en-mix", "en-ood", "fr", "de", "reference"};
   std::vector<DomainRecipe> recipes;

@@ -7,6 +7,8 @@
 //   man pages         usr/share/man/[LOCALE/]manN/PAGE[.gz]    -> one document "manN/PAGE"
 //   info manuals      usr/share/info/**/NAME.info[-N][.gz]      -> one document per node "NAME/NODE"
 //   Debian Reference  usr/share/debian-reference/STEM.LANG.html -> one per DocBook section "STEM/NNN"
+//   Debian Handbook   usr/share/doc/debian-handbook/html/LOCALE/STEM.html
+//                                                               -> one per DocBook section "STEM/NNN"
 //
 // render_in_order() renders units on several threads but hands the results over strictly in
 // unit order, so that the corpus does not depend on thread timing.
@@ -36,7 +38,22 @@ enum class SourceKind {
   man_pages,         // usr/share/man/**/manN/*.N[.gz], one document per page
   info_manuals,      // usr/share/info/**/*.info[-N][.gz], one document per node
   debian_reference,  // usr/share/debian-reference/*.LANG.html, one document per section
+  debian_handbook,   // usr/share/doc/debian-handbook/html/LOCALE/*.html, one document per section
 };
+
+// Where the Debian Administrator's Handbook keeps its HTML, under a package root.
+inline constexpr const char* debian_handbook_html_dir = "usr/share/doc/debian-handbook/html";
+
+// The handbook's pages are Publican output: besides DocBook's own markup, every page opens with
+// a banner ("Download the ebook"), a title bar of two logos and a navigation list ("Prev",
+// "Next"), and closes with another navigation list. Those are dropped with the usual DocBook
+// navigation and tables of contents.
+inline HtmlTextOptions debian_handbook_html_options() {
+  HtmlTextOptions o;
+  o.skip_classes.push_back("docnav");
+  o.skip_ids = {"banner", "title"};
+  return o;
+}
 
 namespace detail {
 
@@ -140,6 +157,36 @@ inline void list_reference_chapters(const std::filesystem::path& dir, const std:
   }
 }
 
+// Debian Handbook pages of one language: DIR/LOCALE/STEM.html for every LOCALE directory that
+// matches `language` (man_locale_matches: "fr-FR" for "fr"), except the index (a table of
+// contents). The key is STEM ("sect.apt-get", "apt"): the same in every language, so a page's
+// sections fall on the same side of the split in every language.
+inline void list_handbook_pages(const std::filesystem::path& dir, const std::string& language, int tier,
+                                const std::string& origin, std::vector<SourceUnit>& units) {
+  for (const auto& locale : sorted_entries(dir)) {
+    if (!locale.is_directory() || !man_locale_matches(locale.path().filename().string(), language)) continue;
+    for (const auto& e : sorted_entries(locale.path())) {
+      const std::string f = e.path().filename().string();
+      if (!is_plain_file(e) || !f.ends_with(".html") || f == "index.html") continue;
+      units.push_back({f.substr(0, f.size() - 5), tier, origin, {e.path()}});
+    }
+  }
+}
+
+// A DocBook HTML page cut into its sections: documents "KEY/NNN" (NNN counts every piece, empty
+// ones included, so that a section keeps its number whatever the text of the others).
+inline std::vector<TextSection> html_sections(const std::string& key, std::string_view html,
+                                              const HtmlTextOptions& options) {
+  std::vector<TextSection> docs;
+  int index = 0;
+  for (std::string_view piece : split_html_before(html, "<div class=\"section\">")) {
+    std::string text = html_to_text(piece, options);
+    if (!text.empty()) docs.push_back({fmt::format("{}/{:03}", key, index), std::move(text)});
+    ++index;
+  }
+  return docs;
+}
+
 // Renders one unit into named documents.
 inline std::vector<TextSection> render_unit(SourceKind kind, const SourceUnit& u) {
   std::vector<TextSection> docs;
@@ -154,14 +201,10 @@ inline std::vector<TextSection> render_unit(SourceKind kind, const SourceUnit& u
         docs.push_back({u.key + "/" + node, std::move(n.text)});
         ++index;
       }
+  } else if (kind == SourceKind::debian_handbook) {
+    docs = html_sections(u.key, read_file(u.files.at(0)), debian_handbook_html_options());
   } else {
-    const std::string html = read_file(u.files.at(0));
-    int index = 0;
-    for (std::string_view piece : split_html_before(html, "<div class=\"section\">")) {
-      std::string text = html_to_text(piece);
-      if (!text.empty()) docs.push_back({fmt::format("{}/{:03}", u.key, index), std::move(text)});
-      ++index;
-    }
+    docs = html_sections(u.key, read_file(u.files.at(0)), HtmlTextOptions{});
   }
   return docs;
 }

@@ -2,8 +2,9 @@
 //
 // Enough HTML for generated documentation (DocBook, Sphinx, texi2html), not a browser:
 //   - dropped with their content: <script>, <style> (raw text), <head>, <title>, <template>,
-//     and every element whose class is listed in HtmlTextOptions::skip_classes (DocBook's
-//     navigation bars and tables of contents by default);
+//     every element whose class is listed in HtmlTextOptions::skip_classes (DocBook's
+//     navigation bars and tables of contents by default) and every element whose id is listed
+//     in HtmlTextOptions::skip_ids (none by default);
 //   - comments, <!DOCTYPE ...>, <?xml ...?> dropped; CDATA kept as text;
 //   - block tags (p, div, h1-h6, ul, ol, dl, table, pre, blockquote, hr, ...) end a paragraph
 //     (a blank line); br, li, dt, dd, tr end a line; table cells on one row are joined with
@@ -14,6 +15,7 @@
 // The result is valid UTF-8 in tidy_text() form.
 #pragma once
 
+#include <algorithm>
 #include <cctype>
 #include <cstdint>
 #include <string>
@@ -27,6 +29,8 @@ namespace nr {
 struct HtmlTextOptions {
   // Elements with one of these classes are dropped with everything inside them.
   std::vector<std::string> skip_classes = {"navheader", "navfooter", "toc", "list-of-tables"};
+  // Elements whose id attribute is one of these are dropped with everything inside them.
+  std::vector<std::string> skip_ids = {};
   // Written between two cells of a table row.
   std::string cell_separator = " | ";
 };
@@ -88,6 +92,7 @@ inline bool html_line(std::string_view name) { return one_of(name, {"br", "li", 
 struct HtmlTag {
   std::string name;  // lower case
   std::string cls;   // value of the class attribute
+  std::string id;    // value of the id attribute
   bool closing = false, self_closing = false;
 };
 
@@ -136,6 +141,7 @@ inline size_t parse_html_tag(std::string_view s, size_t i, HtmlTag& tag) {
       while (j < s.size() && !html_space(s[j]) && s[j] != '>') value += s[j++];
     }
     if (attr == "class") tag.cls = value;
+    if (attr == "id") tag.id = std::move(value);
   }
   return j < s.size() ? j + 1 : s.size();
 }
@@ -278,7 +284,8 @@ inline std::string html_to_text(std::string_view html, const HtmlTextOptions& op
           continue;
         }
         if (opens && (tag.name == "head" || tag.name == "title" || tag.name == "template" ||
-                      detail::has_class(tag.cls, options.skip_classes))) {
+                      detail::has_class(tag.cls, options.skip_classes) ||
+                      std::find(options.skip_ids.begin(), options.skip_ids.end(), tag.id) != options.skip_ids.end())) {
           skip_name = tag.name;
           skip_depth = 1;
           continue;

@@ -242,13 +242,15 @@ class TokenFile {
   std::span<const int32_t> ids_;
 };
 
-// The fingerprint of a tokenizer: its fingerprint() if it has one, else
+// The fingerprint of a tokenizer: its fingerprint() if it has a non-empty one, else
 // "vocab-<V>-bytes-<hash of every token's bytes>".
 template <Tokenizer Tok>
 std::string tokenizer_fingerprint(const Tok& tok) {
   if constexpr (requires { { tok.fingerprint() } -> std::convertible_to<std::string>; }) {
-    return std::string(tok.fingerprint());
-  } else {
+    std::string f(tok.fingerprint());
+    if (!f.empty()) return f;
+  }
+  {
     const int64_t V = static_cast<int64_t>(tok.vocab_size());
     uint64_t h = fnv1a64("nr-token-bytes");
     for (int64_t id = 0; id < V; ++id) {

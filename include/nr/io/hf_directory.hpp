@@ -60,49 +60,12 @@ inline bool is_regular_file_noexcept(const std::filesystem::path& p) {
 // Parses model.safetensors.index.json text into tensor -> shard file name. `where` names the
 // file in messages.
 inline std::map<std::string, std::string> parse_hf_index(std::string_view text, const std::string& where) {
-  using nlohmann::json;
-  if (const size_t nul = text.find('\0'); nul != std::string_view::npos)
-    throw IoError(fmt::format("{}: not valid JSON: a NUL byte at offset {}", where, nul));
-  // Duplicate keys inside "weight_map" are an error; nlohmann would silently keep the last one.
-  std::vector<std::pair<std::string, std::set<std::string>>> objects;  // (key of the object, its keys)
-  std::string pending_key;
-  int depth = 0;
-  const json::parser_callback_t callback = [&](int, json::parse_event_t event, json& parsed) {
-    switch (event) {
-      case json::parse_event_t::object_start:
-      case json::parse_event_t::array_start:
-        if (++depth > json_max_depth)
-          throw IoError(fmt::format("{}: the JSON nests deeper than {} levels", where, json_max_depth));
-        if (event == json::parse_event_t::object_start) objects.emplace_back(pending_key, std::set<std::string>{});
-        pending_key.clear();
-        break;
-      case json::parse_event_t::object_end:
-        --depth;
-        objects.pop_back();
-        break;
-      case json::parse_event_t::array_end:
-        --depth;
-        break;
-      case json::parse_event_t::key:
-        pending_key = parsed.get<std::string>();
-        if (!objects.back().second.insert(pending_key).second) {
-          if (objects.size() == 2 && objects.back().first == "weight_map")
-            throw IoError(fmt::format("{}: tensor '{}' is listed twice in weight_map", where, pending_key));
-          throw IoError(fmt::format("{}: key '{}' appears twice", where, pending_key));
-        }
-        break;
-      case json::parse_event_t::value:
-        pending_key.clear();
-        break;
-    }
-    return true;
-  };
-  json root;
-  try {
-    root = json::parse(text.begin(), text.end(), callback);
-  } catch (const json::exception& e) {
-    throw IoError(fmt::format("{}: not valid JSON: {}", where, e.what()));
-  }
+  // Duplicate keys are an error; nlohmann would silently keep the last one.
+  const nlohmann::json root = parse_json_unique_keys(
+      text, where, json_max_depth, [](const std::vector<std::string>& path, const std::string& key) {
+        if (path == std::vector<std::string>{"weight_map"}) return fmt::format("tensor '{}' is listed twice in weight_map", key);
+        return fmt::format("key '{}' appears twice", key);
+      });
   if (!root.is_object()) throw IoError(fmt::format("{}: the document is a JSON {}, not an object", where, root.type_name()));
   const auto wm = root.find("weight_map");
   if (wm == root.end()) throw IoError(fmt::format("{}: no \"weight_map\" object", where));

@@ -58,6 +58,7 @@
 #include "nr/core/shape.hpp"
 #include "nr/core/tensor.hpp"
 #include "nr/io/atomic_file.hpp"
+#include "nr/io/json_text.hpp"
 
 namespace nr {
 
@@ -176,56 +177,14 @@ inline void f16_to_f32(const unsigned char* src, float* dst, int64_t n) {
 // Parses the header JSON, refusing duplicate keys (at any level) and nesting deeper than a
 // header needs. `where` prefixes error messages ("safetensors file 'x'").
 inline nlohmann::json parse_header_json(std::string_view header, const std::string& where) {
-  using nlohmann::json;
-  constexpr int max_depth = 8;  // a valid header nests 3 deep: header -> entry -> shape
-  struct Frame {
-    std::set<std::string> keys;
-    std::string last_key;
-  };
-  std::vector<Frame> objects;  // the objects open at the parser's position
-  int depth = 0;
-  json::parser_callback_t callback = [&](int, json::parse_event_t event, json& parsed) {
-    switch (event) {
-      case json::parse_event_t::object_start:
-      case json::parse_event_t::array_start:
-        if (++depth > max_depth)
-          throw IoError(fmt::format("{}: the header nests deeper than {} levels (a safetensors header needs 3)", where,
-                                    max_depth));
-        if (event == json::parse_event_t::object_start) objects.emplace_back();
-        break;
-      case json::parse_event_t::object_end:
-        --depth;
-        objects.pop_back();
-        break;
-      case json::parse_event_t::array_end:
-        --depth;
-        break;
-      case json::parse_event_t::key: {
-        Frame& f = objects.back();
-        f.last_key = parsed.get<std::string>();
-        if (!f.keys.insert(f.last_key).second) {
-          if (objects.size() == 1)
-            throw IoError(fmt::format("{}: tensor '{}': the name appears twice in the header", where, f.last_key));
-          if (objects.front().last_key == "__metadata__")
-            throw IoError(fmt::format("{}: __metadata__: key '{}' appears twice", where, f.last_key));
-          throw IoError(fmt::format("{}: tensor '{}': key '{}' appears twice in its entry", where,
-                                    objects.front().last_key, f.last_key));
-        }
-        break;
-      }
-      case json::parse_event_t::value:
-        break;
-    }
-    return true;
-  };
-  // nlohmann's lexer takes a NUL byte for the end of the input; JSON text never holds one.
-  if (const size_t nul = header.find('\0'); nul != std::string_view::npos)
-    throw IoError(fmt::format("{}: the header is not valid JSON: a NUL byte at header offset {}", where, nul));
-  try {
-    return json::parse(header.begin(), header.end(), callback);
-  } catch (const json::exception& e) {
-    throw IoError(fmt::format("{}: the header is not valid JSON: {}", where, e.what()));
-  }
+  return parse_json_unique_keys(
+      header, where + ": the header", 8,  // a valid header nests 3 deep: header -> entry -> shape
+      [](const std::vector<std::string>& path, const std::string& key) {
+        if (path.empty()) return fmt::format("tensor '{}': the name appears twice", key);
+        if (path.front() == "__metadata__") return fmt::format("__metadata__: key '{}' appears twice", key);
+        return fmt::format("tensor '{}': key '{}' appears twice in its entry", path.front(), key);
+      },
+      " (a safetensors header needs 3)");
 }
 
 struct SafetensorsEntry {

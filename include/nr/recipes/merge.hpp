@@ -69,8 +69,10 @@ inline MergeOutcome merge_lora_checkpoint(const std::filesystem::path& checkpoin
       nlohmann::json fields = {{"method", "lora-merged"},
                                {"merged_from", adapter.empty() ? checkpoint.string() : adapter},
                                {"lora", spec_to_json(*info.spec)}};
-      for (const char* key : {"backbone", "corpus", "new", "mix", "p", "original_domain"})
+      for (const char* key : {"backbone", "corpus", "new", "mix", "p", "original_domain", "tokenizer"})
         if (info.nr_fields.contains(key)) fields[key] = info.nr_fields[key];
+      // The merged model keeps its backbone's tokenizer (a GGUF / Hugging Face backbone's BPE).
+      if (const std::string tok = tokenizer_source(checkpoint); !tok.empty()) fields["tokenizer"] = tok;
       save_model(out, model, config, fields);
 
       Llama merged(config, 0);

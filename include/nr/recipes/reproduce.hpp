@@ -317,7 +317,7 @@ inline void write_curves(const TableSpec& t, const std::filesystem::path& root, 
 // One table: backbones, runs, outputs (RUNS/<table>/...).
 inline TableOutcome reproduce_table(const std::string& name, const ReproduceOptions& o) {
   const Preset preset = effective_preset(o);
-  const TableSpec t = table_spec(name, o.extra_methods);
+  const TableSpec t = table_spec(name, o.extra_methods, preset.base_lr);
   const std::filesystem::path root = std::filesystem::path(o.runs) / preset.name;
   TableOutcome result;
   list_domains(o.corpus);  // a clear error when there is no corpus

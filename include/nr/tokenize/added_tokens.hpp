@@ -90,14 +90,14 @@ class AddedTokenMatcher {
   // The code point before / at a byte position, when the bytes there are valid UTF-8.
   static bool char_before(std::string_view s, size_t end, char32_t& cp) {
     for (size_t back = 1; back <= 4 && back <= end; ++back) {
-      const size_t len = utf8_char_len(s, end - back);
+      const size_t len = utf8_sequence_length(s, end - back);
       if (len == back) { cp = utf8_decode(s, end - back, len); return true; }
     }
     return false;
   }
   bool is_word(char32_t cp) const {
     std::string ch;
-    utf8_append(ch, cp);
+    append_utf8(ch, cp);
     bool hit = false;
     word_char_.for_each_match(ch, [&](size_t, size_t) { hit = true; });
     return hit;
@@ -117,7 +117,7 @@ class AddedTokenMatcher {
       if (a.single_word) {
         char32_t cp = 0;
         const bool left_word = start > 0 && char_before(text, start, cp) && is_word(cp);
-        const size_t rl = stop < text.size() ? utf8_char_len(text, stop) : 0;
+        const size_t rl = stop < text.size() ? utf8_sequence_length(text, stop) : 0;
         const bool right_word = rl > 0 && is_word(utf8_decode(text, stop, rl));
         if (left_word || right_word) { i = stop; continue; }
       }
@@ -125,12 +125,12 @@ class AddedTokenMatcher {
         char32_t cp = 0;
         while (start > done && char_before(text, start, cp) && is_unicode_space(cp)) {
           std::string tmp;
-          utf8_append(tmp, cp);
+          append_utf8(tmp, cp);
           start -= tmp.size();
         }
       }
       if (a.rstrip) {
-        for (size_t l; stop < text.size() && (l = utf8_char_len(text, stop)) > 0 &&
+        for (size_t l; stop < text.size() && (l = utf8_sequence_length(text, stop)) > 0 &&
                        is_unicode_space(utf8_decode(text, stop, l));)
           stop += l;
       }

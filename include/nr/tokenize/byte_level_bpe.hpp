@@ -41,7 +41,10 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "nr/core/error.hpp"
+#include "nr/core/hash.hpp"
 #include "nr/tokenize/added_tokens.hpp"
 #include "nr/tokenize/pre_tokenize.hpp"
 #include "nr/tokenize/regex.hpp"
@@ -80,6 +83,7 @@ class BpeTokenizer {
  public:
   explicit BpeTokenizer(BpeSpec spec) : m_(std::make_shared<Model>()), cache_(std::make_shared<Cache>()) {
     Model& m = *m_;
+    m.fingerprint = spec_fingerprint(spec);
     const auto& u = byte_to_unicode();
     for (int b = 0; b < 256; ++b) m.char_to_byte.emplace(u[static_cast<size_t>(b)], static_cast<uint8_t>(b));
     int32_t max_id = -1;
@@ -127,7 +131,7 @@ class BpeTokenizer {
     // Initial symbols: byte b -> the token of its character; else byte fallback; else unk.
     for (int b = 0; b < 256; ++b) {
       std::string ch;
-      utf8_append(ch, u[static_cast<size_t>(b)]);
+      append_utf8(ch, u[static_cast<size_t>(b)]);
       auto& syms = m.byte_symbols[static_cast<size_t>(b)];
       if (const auto it = m.token_id.find(ch); it != m.token_id.end()) { syms = {it->second}; continue; }
       if (spec.byte_fallback) {
@@ -161,6 +165,17 @@ class BpeTokenizer {
     m.bos_id = spec.bos_id;
     m.eos_id = spec.eos_id;
     m.add_bos = spec.add_bos;
+  }
+
+  // Names the tokenizer for caches of its ids (data/token_file.hpp): a hash of everything that
+  // decides them (vocabulary, merges, added tokens, pre-tokeniser, unk / fallback settings), so two
+  // tokenizers with the same vocabulary but other merges or pre-tokenisation never share a cache.
+  const std::string& fingerprint() const { return m_->fingerprint; }
+
+  // The bytes token `id` stands for (empty for an id that is no token: ids may have holes).
+  std::string_view token_bytes(int32_t id) const {
+    if (id < 0 || id >= static_cast<int32_t>(m_->id_bytes.size())) return {};
+    return m_->id_bytes[static_cast<size_t>(id)];
   }
 
   // Number of rows an embedding table needs: the largest id + 1.
@@ -252,7 +267,34 @@ class BpeTokenizer {
     bool ignore_merges = false;
     std::optional<int32_t> bos_id, eos_id;
     bool add_bos = false;
+    std::string fingerprint;
   };
+
+  static std::string spec_fingerprint(const BpeSpec& spec) {
+    uint64_t h = fnv1a64("nr-bpe-1");
+    const auto add = [&h](std::string_view s) {
+      const uint64_t n = s.size();
+      h = fnv1a64(std::string_view(reinterpret_cast<const char*>(&n), sizeof n), h);
+      h = fnv1a64(s, h);
+    };
+    const auto flag = [&add](bool b) { add(b ? "1" : "0"); };
+    for (const auto& [tok, id] : spec.vocab) add(std::to_string(id) + ":" + tok);
+    add("merges");
+    for (const auto& [a, b] : spec.merges) add(a + " " + b);
+    add("added");
+    for (const AddedToken& a : spec.added_tokens) {
+      add(std::to_string(a.id) + ":" + a.content);
+      for (bool b : {a.special, a.single_word, a.lstrip, a.rstrip, a.normalized}) flag(b);
+    }
+    add("pre");
+    for (const PreTokenizerStep& p : spec.pre_tokenizer) {
+      add(std::to_string(static_cast<int>(p.kind)) + ":" + std::to_string(static_cast<int>(p.behavior)) + ":" + p.pattern);
+      for (bool b : {p.pattern_is_regex, p.invert, p.individual_digits, p.add_prefix_space, p.use_regex}) flag(b);
+    }
+    add(spec.unk_token ? "unk:" + *spec.unk_token : "no-unk");
+    for (bool b : {spec.fuse_unk, spec.byte_fallback, spec.ignore_merges}) flag(b);
+    return fmt::format("bpe-{}-{:016x}", spec.vocab.size() + spec.added_tokens.size(), h);
+  }
 
   struct StringHash {
     using is_transparent = void;
@@ -268,7 +310,7 @@ class BpeTokenizer {
   bool to_bytes(std::string_view tok, std::string& out) const {
     out.clear();
     for (size_t i = 0; i < tok.size();) {
-      const size_t len = utf8_char_len(tok, i);
+      const size_t len = utf8_sequence_length(tok, i);
       if (len == 0) return false;
       const auto it = m_->char_to_byte.find(utf8_decode(tok, i, len));
       if (it == m_->char_to_byte.end()) return false;
@@ -284,7 +326,7 @@ class BpeTokenizer {
     while (i < gap.size()) {
       const unsigned char c = static_cast<unsigned char>(gap[i]);
       if (c < 0x80) { ++i; continue; }
-      const size_t len = utf8_char_len(gap, i);
+      const size_t len = utf8_sequence_length(gap, i);
       if (len != 0) { i += len; continue; }
       if (i > run) m_->pre.run(gap.substr(run, i - run), [&](std::string_view piece) { encode_piece(piece, ids); });
       encode_piece(gap.substr(i, 1), ids);

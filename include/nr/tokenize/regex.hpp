@@ -1,5 +1,5 @@
-// nr/tokenize/regex.hpp — Unicode regular expressions for pre-tokenisation (PCRE2, UTF-8), and
-// the UTF-8 helpers the tokenizer needs.
+// nr/tokenize/regex.hpp — Unicode regular expressions for pre-tokenisation (PCRE2, UTF-8) and the
+// Unicode classes the tokenizer needs (the UTF-8 primitives are core/utf8.hpp's).
 //
 // Hugging Face `tokenizers` matches its pre-tokeniser patterns with Oniguruma; PCRE2 compiled with
 // PCRE2_UTF | PCRE2_UCP gives the same Unicode classes (\p{L}, \p{N}, case folding) but not the
@@ -13,7 +13,7 @@
 // are JIT-compiled when the PCRE2 build has a JIT; a match that overflows the JIT stack is
 // retried with the interpreter.
 //
-// Subjects must be valid UTF-8 (the caller checks once with utf8_char_len; PCRE2 is told not to
+// Subjects must be valid UTF-8 (the caller checks once with utf8_sequence_length; PCRE2 is told not to
 // check again, which would cost a pass over the subject per match).
 #pragma once
 
@@ -29,63 +29,9 @@
 #include <string_view>
 
 #include "nr/core/error.hpp"
+#include "nr/core/utf8.hpp"
 
 namespace nr {
-
-// Length of the valid UTF-8 character starting at s[i] (1..4), or 0 when the bytes there are not
-// one (stray continuation byte, truncated sequence, overlong form, surrogate, > U+10FFFF).
-inline size_t utf8_char_len(std::string_view s, size_t i) {
-  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  const size_t n = s.size();
-  const unsigned c = b(i);
-  if (c < 0x80) return 1;
-  const auto cont = [&](size_t k) { return k < n && (b(k) & 0xC0) == 0x80; };
-  if (c >= 0xC2 && c <= 0xDF) return cont(i + 1) ? 2 : 0;
-  if (c >= 0xE0 && c <= 0xEF) {
-    if (!cont(i + 1) || !cont(i + 2)) return 0;
-    const unsigned c1 = b(i + 1);
-    if (c == 0xE0 && c1 < 0xA0) return 0;   // overlong
-    if (c == 0xED && c1 >= 0xA0) return 0;  // UTF-16 surrogate
-    return 3;
-  }
-  if (c >= 0xF0 && c <= 0xF4) {
-    if (!cont(i + 1) || !cont(i + 2) || !cont(i + 3)) return 0;
-    const unsigned c1 = b(i + 1);
-    if (c == 0xF0 && c1 < 0x90) return 0;   // overlong
-    if (c == 0xF4 && c1 >= 0x90) return 0;  // above U+10FFFF
-    return 4;
-  }
-  return 0;
-}
-
-// The code point of the valid character of length len (from utf8_char_len) at s[i].
-inline char32_t utf8_decode(std::string_view s, size_t i, size_t len) {
-  const auto b = [&](size_t k) { return static_cast<char32_t>(static_cast<unsigned char>(s[i + k])); };
-  switch (len) {
-    case 1: return b(0);
-    case 2: return ((b(0) & 0x1F) << 6) | (b(1) & 0x3F);
-    case 3: return ((b(0) & 0x0F) << 12) | ((b(1) & 0x3F) << 6) | (b(2) & 0x3F);
-    default: return ((b(0) & 0x07) << 18) | ((b(1) & 0x3F) << 12) | ((b(2) & 0x3F) << 6) | (b(3) & 0x3F);
-  }
-}
-
-inline void utf8_append(std::string& out, char32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
 
 // Unicode White_Space (what Rust's char::is_whitespace and Oniguruma's \s accept).
 inline bool is_unicode_space(char32_t c) {
@@ -226,7 +172,7 @@ class Regex {
         start = e;
       } else {
         if (b >= subject.size()) return;
-        const size_t len = utf8_char_len(subject, b);
+        const size_t len = utf8_sequence_length(subject, b);
         start = b + (len == 0 ? 1 : len);
       }
     }
