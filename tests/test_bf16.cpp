@@ -100,8 +100,10 @@ TEST_CASE("bf16 conversion rounds to nearest even and keeps specials", "[bf16]")
 }
 
 TEST_CASE("settings: defaults, scope guard, and what the CPU offers", "[bf16][settings]") {
-  // The defaults keep OpenBLAS FP32 (unless the environment chose otherwise).
-  if (!std::getenv("NR_CPU_GEMM")) CHECK(nr::cpu_gemm_backend() == CpuGemmBackend::openblas);
+  // The defaults: oneDNN FP32 where oneDNN runs AVX-512 kernels, OpenBLAS FP32 elsewhere (unless
+  // the environment chose otherwise).
+  if (!std::getenv("NR_CPU_GEMM"))
+    CHECK(nr::cpu_gemm_backend() == (nr::cpu::onednn_has_avx512() ? CpuGemmBackend::onednn : CpuGemmBackend::openblas));
   if (!std::getenv("NR_PRECISION")) CHECK(nr::precision() == Precision::fp32);
   {
     GemmSettingsScope s(CpuGemmBackend::onednn, Precision::bf16);

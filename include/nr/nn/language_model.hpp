@@ -3,6 +3,7 @@
 //   x      = embed_tokens(ids)                 ids (B, T) -> (B, T, C)
 //   x      = block_l(x)  for l = 0 .. L-1
 //   logits = lm_head(norm(x))                  (B, T, V)
+//   loss   = cross_entropy(logits, targets)    fused with lm_head, chunked (loss() below)
 // lm_head is its own matrix unless tie_word_embeddings, in which case it reads the embedding.
 // Tensor names: model.embed_tokens.weight, model.layers.N...., model.norm.weight, lm_head.weight.
 #pragma once
@@ -17,6 +18,7 @@
 #include "nr/nn/embedding.hpp"
 #include "nr/nn/gated_ffn.hpp"
 #include "nr/ops/cross_entropy.hpp"
+#include "nr/ops/linear_cross_entropy.hpp"
 
 namespace nr {
 
@@ -90,9 +92,15 @@ struct LanguageModel {
     return (*this)(ids, ctx);
   }
 
-  // Mean next-token cross-entropy of `targets` (B, T) given `ids` (B, T).
+  // The output head's weight (V, C): lm_head's, or the token embedding's when tied.
+  const Var& head_weight() const { return config.tie_word_embeddings ? embed_tokens.weight : lm_head.weight; }
+
+  // Mean next-token cross-entropy of `targets` (B, T) given `ids` (B, T). The head and the loss
+  // run fused and chunked (ops/linear_cross_entropy.hpp): the (B, T, V) logits are never held,
+  // which for a real vocabulary (49 152 for SmolLM2) is most of a step's memory; the value and
+  // the gradients equal cross_entropy((*this)(ids, ctx), targets) up to float rounding.
   Var loss(const Indices& ids, const Indices& targets, ForwardContext& ctx) const {
-    return cross_entropy((*this)(ids, ctx), targets);
+    return linear_cross_entropy(hidden(ids, ctx), head_weight(), targets);
   }
 
   void visit_parameters(const ParameterVisitor& f, const std::string& prefix = "") {

@@ -10,14 +10,19 @@
 // for SmolLM2's vocabulary V = 49 152 and N = 4 x 512 tokens the logits alone are 403 MB of float32,
 // and their gradient as much again. Here the rows are processed in chunks of R rows (R x V floats
 // of scratch, about 64 MB by default: LinearCrossEntropyOptions::chunk_rows):
-//   forward   z_c (R, V) = x_c W^T, then lse and nll of the chunk's rows; saved: lse (N,) only.
-//   backward  (g = dL/dloss, k[n] = g w[n] / sum(w)) per chunk, the logits are recomputed and
-//             turned in place into
+//   per chunk  z_c (R, V) = x_c W^T, then lse and nll of the chunk's rows.
+// When a gradient will be needed (grad mode on and x or W requiring grad), the chunk's gradient is
+// taken in the same pass, since the upstream gradient g = dL/dloss of a scalar loss only scales
+// it: with k[n] = w[n] / sum(w), z_c is turned in place into
 //               dz_c[n, v] = k[n] (exp(z[n, v] - lse[n]) - [v == t[n]])      (R, V)
-//             dx_c (R, C) += dz_c W          (when x requires grad)
-//             dW   (V, C) += dz_c^T x_c      (when W requires grad; a frozen head costs nothing)
-// Gradients are accumulated with +=. The recomputation costs one more product of the size of the
-// forward's; a chunk whose tokens all have weight 0 is skipped in the backward.
+//   gx_c (R, C) = dz_c W          (when x requires grad)
+//   gw   (V, C) += dz_c^T x_c     (when W requires grad; a frozen head costs nothing)
+// and the backward adds g gx and g gw to the gradients (+=). So the op runs exactly the products
+// of linear + cross_entropy (three per chunk, two with a frozen head) and never recomputes the
+// logits; it holds gx (N, C) and, for a trainable head, gw (V, C) from the forward to the backward.
+// A chunk whose tokens all have weight 0 gets no gradient products. Under NoGrad (evaluation) only
+// the forward products run. The weight is converted once per call to the products' dtype (BF16 when
+// BF16 compute is active), not once per chunk.
 //
 // Shapes: x (N..., C) float32, e.g. (B, T, C); W (V, C) float32, or BF16 when frozen (see
 // store_as_bf16 in ops/matmul.hpp); targets t: Indices of shape N...; optional weights w of length
@@ -159,14 +164,40 @@ inline LceDims check_linear_cross_entropy(const Tensor& x, const Tensor& w, cons
   return d;
 }
 
-// nll (N,) and lse (N,) (lse may be null) of the whole batch, chunk by chunk.
-inline void lce_forward(const Tensor& x, const Tensor& w, const Indices& targets, const LceDims& d, double* nll, float* lse) {
+// The weight as a GEMM operand in the dtype the products run in, converted once per call (not
+// once per chunk): a float32 head is rounded to BF16 once when BF16 compute is active, a BF16 one
+// widened once when it is not. `keep` owns the converted copy.
+struct LceWeight {
+  cpu::GemmInput in;
+  std::shared_ptr<Storage> keep;
+};
+inline LceWeight lce_weight_operand(const Tensor& w, const LceDims& d) {
+  LceWeight r;
+  const DType compute = bf16_gemm_active() ? DType::bf16 : DType::f32;
+  r.in = cpu::gemm_detail::convert_operand(cpu::GemmInput{element_at(w, 0), w.dtype(), d.C}, d.V, d.C, compute, r.keep);
+  return r;
+}
+
+// sum_n w[n] nll[n] / wsum (w = 1 when empty); masked rows are skipped (0 * inf would be NaN).
+inline double lce_mean(const std::vector<double>& nll, std::span<const float> w, double wsum) {
+  double total = 0.0;
+  for (size_t n = 0; n < nll.size(); ++n) {
+    const double wn = w.empty() ? 1.0 : static_cast<double>(w[n]);
+    if (wn != 0.0) total += wn * nll[n];
+  }
+  return total / wsum;
+}
+
+// nll (N,) of the whole batch, chunk by chunk.
+inline void lce_forward(const Tensor& x, const Tensor& w, const Indices& targets, const LceDims& d, double* nll) {
+  const LceWeight wr = lce_weight_operand(w, d);
   Tensor z = Tensor::empty(Shape{d.chunk, d.V});  // (R, V) the chunk's logits
-  std::vector<float> lse_chunk(static_cast<size_t>(d.chunk));
+  std::vector<float> lse(static_cast<size_t>(d.chunk));
   for (int64_t r0 = 0; r0 < d.N; r0 += d.chunk) {
     const int64_t R = std::min(d.chunk, d.N - r0);
-    cpu::gemm(false, true, R, d.V, d.C, 1.0f, x.data() + r0 * d.C, DType::f32, element_at(w, 0), w.dtype(), 0.0f, z.data());
-    cpu::lce_rows_forward(z.data(), targets.data.data() + r0, R, d.V, lse ? lse + r0 : lse_chunk.data(), nll + r0);
+    cpu::gemm(false, true, R, d.V, d.C, 1.0f, cpu::GemmInput{x.data() + r0 * d.C, DType::f32, d.C}, wr.in, 0.0f,
+              z.data(), d.V);
+    cpu::lce_rows_forward(z.data(), targets.data.data() + r0, R, d.V, lse.data(), nll + r0);
   }
 }
 
@@ -196,55 +227,72 @@ inline Var linear_cross_entropy(const Var& x, const Var& weight, const Indices& 
     if (!(wsum > 0.0)) throw ValueError(fmt::format("{}: the token weights sum to zero (every token is masked)", op));
   }
 
-  Tensor lse = Tensor::empty(Shape{d.N});  // (N,) saved for the backward
+  const bool dx_needed = grad_enabled() && x.requires_grad();
+  const bool dw_needed = grad_enabled() && weight.requires_grad();
   std::vector<double> nll(static_cast<size_t>(d.N));
-  detail::lce_forward(x.value(), weight.value(), targets, d, nll.data(), lse.data());
-  double total = 0.0;
-  for (int64_t n = 0; n < d.N; ++n) {
-    const double wn = weighted ? static_cast<double>(token_weights[static_cast<size_t>(n)]) : 1.0;
-    if (wn != 0.0) total += wn * nll[static_cast<size_t>(n)];  // skip masked rows (0 * inf = NaN)
+  if (!dx_needed && !dw_needed) {  // no gradient will be asked for: the forward alone
+    detail::lce_forward(x.value(), weight.value(), targets, d, nll.data());
+    return Var(Tensor::scalar(static_cast<float>(detail::lce_mean(nll, token_weights, wsum))), false);
   }
 
-  Var out(Tensor::scalar(static_cast<float>(total / wsum)), any_requires_grad(x, weight));
-  if (out.requires_grad()) {
-    // The closure owns copies of the targets and weights: the caller's may not outlive it.
-    auto w = std::make_shared<const std::vector<float>>(token_weights.begin(), token_weights.end());
-    active_tape().record([x, weight, out, lse, targets, w, wsum, d]() {
-      const float* g = detail::output_grad(out);  // () the upstream scalar
-      if (!g) return;
-      const float scale = static_cast<float>(static_cast<double>(g[0]) / wsum);
-      const Tensor& X = x.value();       // (N, C)
-      const Tensor& W = weight.value();  // (V, C), F32 or BF16
-      const void* Wp = detail::element_at(W, 0);
-      bool dx_fresh = false, dw_fresh = false;
-      float* dX = x.requires_grad() ? x.grad_buffer_for_overwrite(dx_fresh).data() : nullptr;      // (N, C)
-      float* dW = weight.requires_grad() ? weight.grad_buffer_for_overwrite(dw_fresh).data() : nullptr;  // (V, C)
-      bool dw_written = false;
-      Tensor dz = Tensor::empty(Shape{d.chunk, d.V});  // (R, V) logits, then their gradient
-      for (int64_t r0 = 0; r0 < d.N; r0 += d.chunk) {
-        const int64_t R = std::min(d.chunk, d.N - r0);
-        const float* wr = w->empty() ? nullptr : w->data() + r0;
-        const bool all_masked = wr && std::all_of(wr, wr + R, [](float v) { return v == 0.0f; });
-        if (all_masked || scale == 0.0f) {  // no gradient from these rows
-          if (dX && dx_fresh) std::fill_n(dX + r0 * d.C, R * d.C, 0.0f);
-          continue;
-        }
-        const float* xc = X.data() + r0 * d.C;  // (R, C)
-        // Recompute the logits z_c (R, V) = x_c W^T and turn them into dz_c.
-        cpu::gemm(false, true, R, d.V, d.C, 1.0f, xc, DType::f32, Wp, W.dtype(), 0.0f, dz.data());
-        cpu::lce_rows_backward(dz.data(), lse.data() + r0, targets.data.data() + r0, wr, scale, R, d.V);
-        if (dX)  // dx_c (R, C) += dz_c (R, V) W (V, C)   (rows of dX are disjoint across chunks)
-          cpu::gemm(false, false, R, d.C, d.V, 1.0f, dz.data(), DType::f32, Wp, W.dtype(), dx_fresh ? 0.0f : 1.0f,
-                    dX + r0 * d.C);
-        if (dW) {  // dW (V, C) += dz_c^T (V, R) x_c (R, C)
-          cpu::gemm(true, false, d.V, d.C, R, 1.0f, dz.data(), DType::f32, xc, DType::f32,
-                    dw_fresh && !dw_written ? 0.0f : 1.0f, dW);
-          dw_written = true;
-        }
-      }
-      if (dW && dw_fresh && !dw_written) std::fill_n(dW, d.V * d.C, 0.0f);
-    });
+  // The gradient of the loss with respect to x and W is known up to the upstream scalar g as soon
+  // as a chunk's lse is: dz_c = k (softmax - onehot) with k[n] = w[n] / sum(w). So each chunk's
+  // logits are turned into dz_c right away and multiplied into gx = dL/dx / g (N, C) and gw =
+  // dL/dW / g (V, C); the backward only scales them by g. Three products per chunk when both
+  // gradients are needed, two with a frozen head: exactly the products of the unfused ops, with
+  // no recomputation of the logits.
+  const Tensor& X = x.value();       // (N, C)
+  const Tensor& W = weight.value();  // (V, C), F32 or BF16
+  Tensor gx = dx_needed ? Tensor::empty(Shape{d.N, d.C}) : Tensor{};
+  Tensor gw = dw_needed ? Tensor::empty(Shape{d.V, d.C}) : Tensor{};
+  const detail::LceWeight wr = detail::lce_weight_operand(W, d);  // W once in the products' dtype
+  Tensor z = Tensor::empty(Shape{d.chunk, d.V});       // (R, V) logits, then their gradient
+  std::vector<float> lse(static_cast<size_t>(d.chunk));
+  const float scale = static_cast<float>(1.0 / wsum);
+  bool gw_written = false;
+  for (int64_t r0 = 0; r0 < d.N; r0 += d.chunk) {
+    const int64_t R = std::min(d.chunk, d.N - r0);
+    const float* xc = X.data() + r0 * d.C;                                      // (R, C)
+    const float* wc = weighted ? token_weights.data() + r0 : nullptr;           // (R,) or none
+    cpu::gemm(false, true, R, d.V, d.C, 1.0f, cpu::GemmInput{xc, DType::f32, d.C}, wr.in, 0.0f, z.data(), d.V);
+    cpu::lce_rows_forward(z.data(), targets.data.data() + r0, R, d.V, lse.data(), nll.data() + r0);
+    if (wc && std::all_of(wc, wc + R, [](float v) { return v == 0.0f; })) {  // masked chunk: no gradient
+      if (dx_needed) std::fill_n(gx.data() + r0 * d.C, R * d.C, 0.0f);
+      continue;
+    }
+    cpu::lce_rows_backward(z.data(), lse.data(), targets.data.data() + r0, wc, scale, R, d.V);  // z := dz_c
+    if (dx_needed)  // gx_c (R, C) = dz_c (R, V) W (V, C)   (rows of gx are disjoint across chunks)
+      cpu::gemm(false, false, R, d.C, d.V, 1.0f, cpu::GemmInput{z.data(), DType::f32, d.V}, wr.in, 0.0f,
+                gx.data() + r0 * d.C, d.C);
+    if (dw_needed) {  // gw (V, C) += dz_c^T (V, R) x_c (R, C)
+      cpu::gemm(true, false, d.V, d.C, R, 1.0f, z.data(), DType::f32, xc, DType::f32, gw_written ? 1.0f : 0.0f,
+                gw.data());
+      gw_written = true;
+    }
   }
+  if (dw_needed && !gw_written) gw.zero_();
+  z = Tensor{};  // the chunk's scratch goes back to the storage cache before the rest of the step
+
+  Var out(Tensor::scalar(static_cast<float>(detail::lce_mean(nll, token_weights, wsum))), true);
+  active_tape().record([x, weight, out, gx, gw]() {
+    const float* g = detail::output_grad(out);  // () the upstream scalar
+    if (!g) return;
+    const float k = g[0];
+    for (const auto& [v, u] : {std::pair<const Var&, const Tensor&>{x, gx}, {weight, gw}}) {
+      if (!u.defined()) continue;
+      bool fresh = false;
+      float* dst = v.grad_buffer_for_overwrite(fresh).data();
+      const float* src = u.data();
+      const int64_t n = u.numel();
+      if (fresh) {
+#pragma omp parallel for schedule(static) if (n > nr::detail::parallel_grain && !omp_in_parallel())
+        for (int64_t i = 0; i < n; ++i) dst[i] = k * src[i];
+      } else {
+#pragma omp parallel for schedule(static) if (n > nr::detail::parallel_grain && !omp_in_parallel())
+        for (int64_t i = 0; i < n; ++i) dst[i] += k * src[i];
+      }
+    }
+  });
   return out;
 }
 
@@ -255,7 +303,7 @@ inline std::vector<double> linear_cross_entropy_per_token(const Tensor& x, const
   const detail::LceDims d =
       detail::check_linear_cross_entropy(x, weight, targets, o, "linear_cross_entropy_per_token");
   std::vector<double> nll(static_cast<size_t>(d.N));
-  if (d.N > 0) detail::lce_forward(x, weight, targets, d, nll.data(), nullptr);
+  if (d.N > 0) detail::lce_forward(x, weight, targets, d, nll.data());
   return nll;
 }
 

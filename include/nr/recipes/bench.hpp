@@ -145,9 +145,13 @@ inline nlohmann::json run_bench(const BenchOptions& o) {
     const ModelConfig config = preset(o.preset);
     return build_extended(spec, config, o.seed, [&](auto& model) { return bench_model(model, config, spec, o); });
   }
-  const PretrainedModel pretrained = load_pretrained(o.checkpoint);
+  PretrainedModel pretrained = load_pretrained(o.checkpoint);
   return build_extended(spec, pretrained.config, o.seed, [&](auto& model) {
     load_backbone_tensors(pretrained.tensors, pretrained.source, model);
+    // The file's copy of the weights is not needed any more: hand its memory back to the system
+    // (not only to the storage cache, whose free blocks would otherwise sit beside the step's).
+    pretrained.tensors.clear();
+    trim_storage_cache();
     return bench_model(model, pretrained.config, spec, o);
   });
 }

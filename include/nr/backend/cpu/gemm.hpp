@@ -6,11 +6,15 @@
 // (K, N) or (N, K). beta = 1 accumulates into C, which is how gradients are summed (+=).
 // A and B hold float32 or bfloat16 (GemmInput; a frozen weight stored as BF16).
 //
-// Two process-wide settings choose how a product runs (defaults: OpenBLAS, FP32, which gives
-// exactly the results nr gave before oneDNN was added):
+// Two process-wide settings choose how a product runs (defaults: oneDNN on a CPU with AVX-512,
+// OpenBLAS elsewhere; FP32):
 //   set_cpu_gemm_backend(openblas | onednn)  the library for FP32 products: OpenBLAS's sgemm
 //        (the kernel OPENBLAS_CORETYPE selects: AVX2 "Haswell" where it is set) or oneDNN's
-//        matmul (onednn.hpp: brgemm AVX-512 kernels on an AVX-512 CPU, about 2x the AVX2 one);
+//        matmul (onednn.hpp: brgemm AVX-512 kernels on an AVX-512 CPU, about 2x the AVX2 one).
+//        The default is oneDNN where oneDNN runs AVX-512 kernels (cpu::onednn_has_avx512()):
+//        measured at least as fast as OpenBLAS there, whatever kernel OpenBLAS picked
+//        (docs/performance.md); OpenBLAS elsewhere. OpenBLAS gives exactly the results nr gave
+//        before oneDNN was added; the two differ in the last bits (another summation order);
 //   set_precision(fp32 | bf16)  bf16: every product runs BF16 x BF16 -> FP32 through oneDNN
 //        (float operands rounded to bf16 on the way in, into scratch memory; accumulation and
 //        C stay float32), on CPUs with AVX512_BF16 only (onednn_has_bf16()); elsewhere the
@@ -57,8 +61,12 @@ inline const char* cpu_gemm_backend_name(CpuGemmBackend b) { return b == CpuGemm
 inline const char* precision_name(Precision p) { return p == Precision::fp32 ? "fp32" : "bf16"; }
 
 namespace detail {
+// The default FP32 backend: oneDNN where it runs AVX-512 kernels, OpenBLAS elsewhere.
+inline CpuGemmBackend default_cpu_gemm_backend() {
+  return cpu::onednn_has_avx512() ? CpuGemmBackend::onednn : CpuGemmBackend::openblas;
+}
 struct GemmSettings {
-  std::atomic<CpuGemmBackend> backend{CpuGemmBackend::openblas};
+  std::atomic<CpuGemmBackend> backend{default_cpu_gemm_backend()};
   std::atomic<Precision> precision{Precision::fp32};
 };
 // The settings, initialised from NR_CPU_GEMM / NR_PRECISION on first use.
@@ -201,8 +209,7 @@ inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
                   static_cast<const float*>(b.data), b.ld, beta, C, ldc);
 }
 
-// Float operands with leading dimensions. With the default settings (OpenBLAS, FP32) this is
-// exactly openblas_gemm.
+// Float operands with leading dimensions. With OpenBLAS and FP32 this is exactly openblas_gemm.
 inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   gemm(trans_a, trans_b, M, N, K, alpha, GemmInput{A, DType::f32, lda}, GemmInput{B, DType::f32, ldb}, beta, C, ldc);

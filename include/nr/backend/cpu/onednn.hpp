@@ -53,6 +53,17 @@ inline bool onednn_has_bf16() {
   return has;
 }
 
+// True when oneDNN runs its AVX-512 kernels on this CPU (avx512_core or better): there its FP32
+// matmul (brgemm) is at least as fast as OpenBLAS's, and it is the default FP32 backend (gemm.hpp).
+inline bool onednn_has_avx512() {
+  static const bool has = [] {
+    const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+    const auto avx512 = static_cast<unsigned>(dnnl_cpu_isa_avx512_core);
+    return (isa & avx512) == avx512;
+  }();
+  return has;
+}
+
 namespace onednn_detail {
 
 struct OneDnnGemmKey {
