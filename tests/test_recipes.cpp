@@ -17,6 +17,7 @@
 #include <nr/recipes/extend.hpp>
 #include <nr/recipes/load.hpp>
 #include <nr/recipes/registry.hpp>
+#include <nr/recipes/reproduce.hpp>
 
 namespace fs = std::filesystem;
 using namespace nr::recipes;
@@ -359,6 +360,48 @@ TEST_CASE("extend a Hugging Face directory with its own tokenizer: cached token 
       CHECK(std::memcmp(u.data(), t.data(), static_cast<size_t>(t.numel()) * sizeof(float)) == 0);
     }
     CHECK(resumed.at("valid_bpb") == straight.at("valid_bpb"));
+  }
+
+  SECTION("BF16 training products: recorded, restored afterwards, evaluated in FP32, close to FP32") {
+    REQUIRE(nr::precision() == nr::Precision::fp32);
+    o.out = (root / "bf16").string();
+    o.precision = "bf16";
+    nlohmann::json bf16;
+    REQUIRE(run_extend(o, &bf16) == 0);
+    const bool has_bf16 = nr::cpu::onednn_has_bf16();
+    CHECK(bf16.at("precision") == (has_bf16 ? "bf16" : "fp32"));
+    CHECK(straight.at("precision") == "fp32");
+    CHECK(nr::precision() == nr::Precision::fp32);  // the run's setting does not leak
+    // Three steps of BF16 products move the weights by a few bf16 roundings of the updates: the
+    // BPB stays within 1 % of the FP32 run's (evaluated in FP32 both times).
+    for (const auto& [domain, v] : straight.at("valid_bpb").items())
+      CHECK(bf16.at("valid_bpb").at(domain).get<double>() == Approx(v.get<double>()).epsilon(0.01));
+    if (has_bf16) CHECK(bf16.at("valid_bpb") != straight.at("valid_bpb"));  // the products did change
+    o.precision = "fp16";
+    o.out = (root / "fp16").string();
+    CHECK_THROWS_WITH(run_extend(o), Catch::Contains("precision must be fp32, bf16 or auto, got 'fp16'"));
+    CHECK(!fs::exists(root / "fp16"));
+  }
+
+  SECTION("greedy sample continuations: the model's own generation, cached per prompt and length") {
+    Preset preset = preset_named("smol");
+    preset.sample_prompt = "le chat";
+    preset.sample_tokens = 5;
+    const fs::path cache = root / "generation.json";
+    const std::string text = sample_continuation(root / "straight", preset, cache);
+    with_loaded_model(root / "straight", "", [&](auto& model, const LoadedInfo&) {
+      const nr::GenerateResult r = nr::generate(model, tok, "le chat", nr::GenerateOptions{.max_new_tokens = 5, .temperature = 0.0});
+      CHECK(r.ids.size() == 5);
+      CHECK(text == r.text);
+      return 0;
+    });
+    // The cache answers the same prompt and length, and only those.
+    nlohmann::json j = nlohmann::json::parse(nr::read_file(cache));
+    j["text"] = "from the cache";
+    std::ofstream(cache) << j.dump();
+    CHECK(sample_continuation(root / "straight", preset, cache) == "from the cache");
+    preset.sample_tokens = 4;
+    CHECK(sample_continuation(root / "straight", preset, cache) != "from the cache");
   }
 
   SECTION("a window longer than the model's context is refused") {

@@ -12,6 +12,7 @@
 #include <set>
 
 #include <nr/recipes/pretrain.hpp>
+#include <nr/recipes/reproduce.hpp>
 #include <nr/recipes/tables.hpp>
 
 namespace fs = std::filesystem;
@@ -146,6 +147,26 @@ TEST_CASE("table 1 sweeps p for vanilla adapters; table 2 crosses four methods w
   // Tables share runs: table 1's p = 0 and p = 0.1 adapters are table 2's.
   CHECK(ids_of(t2).count(t1.runs[0].id) == 1);
   CHECK(ids_of(t2).count(t1.runs[2].id) == 1);
+}
+
+TEST_CASE("table 2 with chosen mix rates: one column pair per p, the largest p plotted", "[reproduce][tables]") {
+  const TableSpec t = table_spec("table2", false, {}, {0.1});
+  CHECK(t.headers == std::vector<std::string>{"EN (p=0.1)", "FR (p=0.1)"});
+  CHECK(t.runs.size() == 4);
+  CHECK_THAT(t.title, Catch::Contains("mix rate p = 0.1"));
+  const TableSpec both = table_spec("table2");
+  for (const RunSpec& r : t.runs) {
+    CHECK(r.p == 0.1);
+    CHECK(!r.series.empty());
+    CHECK(r.figure3 == (r.method == "adapter" || r.method == "neutral"));
+    CHECK(ids_of(both).count(r.id) == 1);  // the same runs as the full table's p = 0.1 column
+  }
+  for (const Row& row : t.rows) CHECK(row.cells.size() == 2);
+  const TableSpec three = table_spec("table2", false, {}, {0.0, 0.01, 0.1});
+  CHECK(three.runs.size() == 12);
+  CHECK(three.headers.size() == 6);
+  CHECK_THROWS_WITH(table_spec("table2", false, {}, {1.0}), Catch::Contains("p = 1 is not in [0, 1)"));
+  CHECK_THROWS_AS(table_spec("table2", false, {}, {}), nr::ValueError);
 }
 
 TEST_CASE("table 2 --extra-methods adds rows for new experts and MIGU, the default table is unchanged", "[reproduce][tables]") {
@@ -517,6 +538,20 @@ TEST_CASE("presets", "[reproduce]") {
   const Preset smol = preset_named("smol");
   CHECK(smol.backbone == "smollm2");
   CHECK(smol.ctx > 0);
+  CHECK(smol.precision == "auto");
+  CHECK(q.precision == "fp32");  // the toy tables keep their FP32 digits
+  CHECK(!smol.sample_prompt.empty());
+  // A precision override gets its own runs directory; an unknown one is refused.
+  ReproduceOptions o;
+  o.preset = "quick";
+  CHECK(effective_preset(o).name == "quick");
+  o.precision = "bf16";
+  CHECK(effective_preset(o).name == "quick-bf16");
+  CHECK(effective_preset(o).precision == "bf16");
+  o.precision = "fp32";
+  CHECK(effective_preset(o).name == "quick");  // the preset's own precision: no override
+  o.precision = "half";
+  CHECK_THROWS_WITH(effective_preset(o), Catch::Contains("precision must be fp32, bf16 or auto"));
   const TableSpec t8 = table_spec("table8", false, smol.base_lr), plain8 = table_spec("table8");
   REQUIRE(t8.runs.size() == plain8.runs.size());
   for (size_t i = 0; i < t8.runs.size(); ++i) {

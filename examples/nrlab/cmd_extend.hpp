@@ -118,6 +118,11 @@ inline void register_extend_command(CLI::App& app) {
                 "records, else en)");
   add_optional(c, "--warmup", o->warmup, "Warmup steps (default: min(100, steps/10))")->check(at_least(0));
   c->add_option("--schedule", o->schedule, "cosine or constant")->capture_default_str();
+  c->add_option("--precision", o->precision,
+                "Products of the training steps: fp32, bf16 (BF16 x BF16 -> FP32, FP32 master weights; CPUs with "
+                "AVX512_BF16) or auto (bf16 where the CPU has it); evaluations run in FP32")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16", "auto"}));
   c->add_option("--weight-decay", o->weight_decay, "AdamW decoupled weight decay")->capture_default_str();
   c->add_option("--grad-clip", o->grad_clip, "Global gradient-norm clip (0 = off)")->capture_default_str();
   c->add_option("--on-nan", o->on_nan,

@@ -44,7 +44,7 @@ struct ReproduceCommand {
 
 // The runs of a table and their state (--list).
 inline void list_table(const std::string& name, const ReproduceOptions& o) {
-  const TableSpec t = table_spec(name, o.extra_methods, effective_preset(o).base_lr);
+  const TableSpec t = table_of(name, o);
   const fs::path root = fs::path(o.runs) / effective_preset(o).name;
   fmt::print("{} ({} runs)\n", t.title, t.runs.size());
   const Preset preset = effective_preset(o);
@@ -73,6 +73,7 @@ inline int run_reproduce_command(ReproduceCommand& cmd) {
     const TableOutcome r = reproduce_table(t, o);
     if (r.status != 0) return r.status;
     fmt::print("{}\n{}", r.markdown, r.chance.empty() ? "" : fmt::format("Multiple-choice chance level: {}\n", r.chance));
+    if (!r.generations.empty()) fmt::print("\n{}", r.generations);
     fmt::print(stderr, "[reproduce] {} done in {} ({} runs reused, {} resumed, {} trained); wrote {} into {}\n", t,
                nr::format_duration(r.seconds), r.runner.skipped, r.runner.resumed, r.runner.started,
                fmt::join(r.written, ", "), r.out.string());
@@ -111,7 +112,14 @@ inline void register_reproduce_command(CLI::App& app) {
       ->check(non_negative());
   c->add_option("--mc-items", o->mc_items, "Override: multiple-choice items per language (runs go to RUNS/custom)")
       ->check(at_least(1));
+  c->add_option("--precision", o->precision,
+                "Override: products of the training steps, fp32, bf16 or auto (default: the preset's; smol: auto, "
+                "quick and paper: fp32); runs go to RUNS/PRESET-PRECISION")
+      ->check(CLI::IsMember({"fp32", "bf16", "auto"}));
   c->add_flag("--list", cmd->list, "List the table's runs and their state (finished, partial, fresh); train nothing");
+  c->add_option("--p", o->table2_p, "Table 2's mix rates, one column pair each (default: 0 and 0.1, the paper's)")
+      ->delimiter(',')
+      ->expected(1, 4);
   c->add_flag("--extra-methods", o->extra_methods,
               "Table 2 also gets rows for new experts (ModuleFormer), MIGU finetuning and MIGU LoRA");
   c->callback([cmd]() {

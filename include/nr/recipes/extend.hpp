@@ -68,6 +68,9 @@ struct ExtendOptions {
   double weight_decay = 0.1, grad_clip = 1.0, min_lr_ratio = 0.1;
   std::string on_nan = "stop";       // stop | skip-step
   std::string schedule = "cosine";   // cosine | constant
+  // Products of the training steps: fp32, bf16 or auto (run_support.hpp resolve_precision).
+  // Evaluations always run in FP32, so that BPB compares across precisions.
+  std::string precision = "fp32";
   int64_t steps = 300, batch = 16;
   std::optional<int64_t> warmup;     // empty: min(100, steps / 10)
   // eval_tokens: tokens of each valid.txt evaluated (bytes for a byte-level model; 0 = all).
@@ -195,7 +198,10 @@ int extend_model(Model& model, const ModelConfig& config, const ExtensionSpec& s
 
   const double lr = o.lr.value_or(method.defaults.lr);
   const int64_t warmup = o.warmup.value_or(default_warmup(o.steps));
+  const Precision precision = resolve_precision(o.precision);
+  const bool bf16 = precision == Precision::bf16 && cpu::onednn_has_bf16();
   nlohmann::json fields = extend_fields(o, spec, lr, warmup, original_domain, ctx);
+  fields["precision"] = bf16 ? "bf16" : "fp32";
   fields.update(model_fields);  // a MoE backbone's architecture (models.hpp)
   AdamW opt(named_parameters(model), AdamWConfig{.lr = lr, .beta1 = 0.9, .beta2 = 0.95, .weight_decay = o.weight_decay});
   check_resumable(out, fields);
@@ -227,10 +233,10 @@ int extend_model(Model& model, const ModelConfig& config, const ExtensionSpec& s
   const std::string settings = describe(spec);
   message(o.on_message,
           fmt::format("[extend] method {}{}: backbone {} parameters, new {} ({:.2f}% of the backbone), trainable {}; "
-                      "lr {:.2e}; {} x {} tokens per step; new '{}' {:.0f}% + mix '{}' {:.0f}%; {} threads",
+                      "lr {:.2e}; {} x {} tokens per step; new '{}' {:.0f}% + mix '{}' {:.0f}%; {} threads; {} products",
                       spec.method, settings.empty() ? "" : " (" + settings + ")", backbone_params, new_params,
                       100.0 * extra_fraction, trainable, lr, o.batch, ctx, o.new_domain, 100.0 * (1.0 - o.p), o.mix,
-                      100.0 * o.p, num_threads()));
+                      100.0 * o.p, num_threads(), bf16 ? "BF16" : "FP32"));
   if (!tokenizer.ids_are_bytes())
     message(o.on_message, fmt::format("[extend] tokens (vocabulary {}): train '{}' {}{}", tokenizer.vocab_size(),
                                       o.new_domain, new_train.size(),
@@ -246,6 +252,7 @@ int extend_model(Model& model, const ModelConfig& config, const ExtensionSpec& s
     }, /*trainable_only=*/!method.trains_backbone);
   };
   auto evaluate = [&](nlohmann::json* stats) {
+    const PrecisionScope fp32(Precision::fp32);
     return evaluate_domains(model, valid, ctx, o.eval_batch, original_domain, o.new_domain, stats, nullptr, tokenizer);
   };
 
@@ -266,7 +273,10 @@ int extend_model(Model& model, const ModelConfig& config, const ExtensionSpec& s
   callbacks.eval = [&](int64_t step) {
     return evaluate(has_extension_stats<Model>() && step == o.steps ? &final_stats : nullptr);
   };
-  const TrainOutcome run = train(model, opt, sampler, loop, callbacks);
+  const TrainOutcome run = [&] {
+    const PrecisionScope scope(precision);
+    return train(model, opt, sampler, loop, callbacks);
+  }();
   if (run.stopped) return 128 + run.stop_signal;
   if (o.steps == 0) save(0);  // the loop saves after a step only: keep the initialised extension
 
@@ -355,6 +365,7 @@ inline int extend_moe_backbone(ExtensionSpec spec, const ModelConfig& config, co
 inline int run_extend(const ExtendOptions& o, nlohmann::json* results = nullptr) {
   if (o.new_domain == o.mix && o.p > 0.0) throw ValueError(fmt::format("--new and --mix are both '{}'", o.new_domain));
   if (o.steps < 0) throw ValueError(fmt::format("steps must be 0 or more, got {}", o.steps));
+  resolve_precision(o.precision);  // a bad value is refused before anything loads
   const std::filesystem::path backbone = o.checkpoint;
   ExtensionSpec spec = o.spec;
   if (model_format(backbone) != ModelFormat::nr_checkpoint) {  // a GGUF file or a Hugging Face directory

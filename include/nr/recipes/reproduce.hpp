@@ -10,7 +10,8 @@
 //    RUNS/ext/<run id>: finished runs are reused (also across tables), interrupted ones resume
 //    from their training state.
 // 4. RUNS/<table>/ receives results.md, results.csv, results.json, curves.svg (training loss of
-//    every run), figure1.svg (tables 2 and 8) and figure3.svg (gate_proj spectra).
+//    every run), figure1.svg (tables 2 and 8), figure3.svg (gate_proj spectra) and, for a preset
+//    with a sample prompt, generations.md (the prompt continued greedily by every model).
 // RUNS is runs / PRESET; overridden preset numbers make the preset "custom" (RUNS = runs/custom).
 //
 // With a pretrained backbone (ReproduceOptions::backbone, or the preset's), nothing is
@@ -33,6 +34,7 @@
 #include <nlohmann/json.hpp>
 
 #include "nr/data/domain.hpp"
+#include "nr/eval/generate.hpp"
 #include "nr/recipes/downstream.hpp"
 #include "nr/recipes/evaluate.hpp"
 #include "nr/recipes/extend.hpp"
@@ -45,8 +47,12 @@ namespace nr::recipes {
 struct ReproduceOptions {
   std::string preset = "quick", corpus = "cache/corpus", runs = "runs";
   bool extra_methods = false;  // table 2 also runs experts, migu-finetune and migu-lora
+  std::vector<double> table2_p = {0.0, 0.1};  // table 2's mix rates (its column pairs)
   std::string backbone = "";   // a pretrained English model to extend (GGUF / HF / nr; empty: the preset's)
   std::optional<int64_t> ctx = std::nullopt;  // override of the window (a custom preset)
+  // Override of the training precision (fp32, bf16, auto; empty: the preset's). Runs go to
+  // RUNS/<preset>-<precision>, so that runs of two precisions never mix.
+  std::string precision = "";
   // Overrides of the preset (0 / negative: the preset's); any of them makes the preset "custom"
   // (runs in RUNS/custom), so that they never mix with the runs of a named preset.
   int64_t pretrain_steps = 0, steps = 0, batch = 0, eval_tokens = -1, mc_items = 0;
@@ -62,6 +68,7 @@ struct TableOutcome {
   int status = 0;                    // 0, or 128 + signal when stopped (the same call resumes)
   std::string markdown;              // results.md
   std::string chance;                // "en 25.0% fr 25.0% " for tables with tasks
+  std::string generations;           // generations.md (presets with a sample prompt)
   std::filesystem::path out;         // RUNS/<table>
   std::vector<std::string> written;  // the files written into `out`
   RunnerOutcome runner;
@@ -105,7 +112,17 @@ inline Preset effective_preset(const ReproduceOptions& o) {
     if (o.mc_items > 0) preset.mc_items = o.mc_items;
     preset.save_every = std::min(preset.save_every, preset.steps);
   }
+  if (!o.precision.empty() && o.precision != preset.precision) {
+    resolve_precision(o.precision);  // refuses an unknown value
+    preset.name += "-" + o.precision;
+    preset.precision = o.precision;
+  }
   return preset;
+}
+
+// The table `name` as these options define it.
+inline TableSpec table_of(const std::string& name, const ReproduceOptions& o) {
+  return table_spec(name, o.extra_methods, effective_preset(o).base_lr, o.table2_p);
 }
 
 // What every run of a preset evaluates.
@@ -257,6 +274,7 @@ inline ExtendOptions extend_options(const RunSpec& r, const Preset& preset, cons
   e.eval_tokens = preset.eval_tokens;
   e.eval_domains = {"en", "en-ood", r.new_domain};
   e.eval_initial = false;  // the backbone is evaluated once, in eval.json
+  e.precision = preset.precision;
   e.save_every = preset.save_every;
   e.log_every = preset.log_every;
   e.show_progress = o.show_progress;
@@ -314,10 +332,61 @@ inline void write_curves(const TableSpec& t, const std::filesystem::path& root, 
   write_file_atomic(file, plot.render());
 }
 
+// The greedy continuation of the preset's sample prompt by the model in `model` (a checkpoint, a
+// GGUF file or a Hugging Face directory), cached in `cache` (JSON) for the same prompt and length.
+inline std::string sample_continuation(const std::filesystem::path& model, const Preset& preset,
+                                       const std::filesystem::path& cache) {
+  if (std::filesystem::exists(cache)) {
+    const nlohmann::json j = nlohmann::json::parse(read_file(cache), nullptr, false);
+    if (j.is_object() && j.value("prompt", "") == preset.sample_prompt &&
+        j.value("max_new_tokens", int64_t{-1}) == preset.sample_tokens && j.contains("text"))
+      return j.value("text", "");
+  }
+  const AnyTokenizer tokenizer = model_tokenizer(model);
+  const GenerateOptions g{.max_new_tokens = preset.sample_tokens, .temperature = 0.0};
+  std::string text;
+  with_loaded_model(model, "", [&](auto& m, const LoadedInfo&) {
+    text = generate(m, tokenizer, preset.sample_prompt, g).text;
+    return 0;
+  });
+  write_file_atomic(cache, nlohmann::json{{"prompt", preset.sample_prompt}, {"max_new_tokens", preset.sample_tokens},
+                                          {"greedy", true}, {"text", text}}.dump(2) + "\n");
+  return text;
+}
+
+// RUNS/<table>/generations.md: the sample prompt continued by the backbone and by every finished
+// run of the table, one row each (newlines shown as ⏎, so that a row stays a row).
+inline std::string format_generations(const TableSpec& t, const Preset& preset, const std::filesystem::path& root,
+                                      const RunnerOutcome& outcome, const MessageFn& on_message) {
+  auto cell = [](std::string s) {
+    std::string out;
+    for (char c : s) {
+      if (c == '\n') out += " ⏎ ";
+      else if (c == '|') out += "\\|";
+      else if (c != '\r') out += c;
+    }
+    return out;
+  };
+  message(on_message, fmt::format("[reproduce] greedy continuations of \"{}\" ({} tokens)", preset.sample_prompt,
+                                  preset.sample_tokens));
+  std::string md = fmt::format("Greedy continuations ({} tokens) of the prompt \"{}\"\n\n| Model | Continuation |\n|---|---|\n",
+                               preset.sample_tokens, preset.sample_prompt);
+  const std::string bb = t.backbones.front();
+  md += fmt::format("| Backbone | {} |\n", cell(sample_continuation(backbone_path(bb, preset, root), preset,
+                                                                    root / backbone_id(bb) / "generation.json")));
+  const std::map<std::string, std::string> labels = run_labels(t.runs);
+  for (const RunSpec& r : t.runs) {
+    if (!outcome.results.count(r.id)) continue;
+    const std::filesystem::path dir = run_dir(root, r.id);
+    md += fmt::format("| {} | {} |\n", labels.at(r.id), cell(sample_continuation(dir, preset, dir / "generation.json")));
+  }
+  return md;
+}
+
 // One table: backbones, runs, outputs (RUNS/<table>/...).
 inline TableOutcome reproduce_table(const std::string& name, const ReproduceOptions& o) {
   const Preset preset = effective_preset(o);
-  const TableSpec t = table_spec(name, o.extra_methods, preset.base_lr);
+  const TableSpec t = table_of(name, o);
   const std::filesystem::path root = std::filesystem::path(o.runs) / preset.name;
   TableOutcome result;
   list_domains(o.corpus);  // a clear error when there is no corpus
@@ -396,6 +465,11 @@ inline TableOutcome reproduce_table(const std::string& name, const ReproduceOpti
   if (std::any_of(t.runs.begin(), t.runs.end(), [](const RunSpec& r) { return r.figure3; })) {
     write_figure3(t, preset, root, outcome, out / "figure3.svg");
     if (std::filesystem::exists(out / "figure3.svg")) written.push_back("figure3.svg");
+  }
+  if (!preset.sample_prompt.empty()) {
+    result.generations = format_generations(t, preset, root, outcome, o.on_message);
+    write_file_atomic(out / "generations.md", result.generations);
+    written.push_back("generations.md");
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::string chance;

@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "nr/backend/cpu/gemm.hpp"
 #include "nr/io/checkpoint.hpp"
 #include "nr/optim/adamw.hpp"
 
@@ -49,6 +50,27 @@ inline int64_t resolve_window(const std::optional<int64_t>& ctx, const ModelConf
                                  config.max_position_embeddings));
   return *ctx;
 }
+
+// The precision of a run's products from its option: "fp32", "bf16" (BF16 x BF16 -> FP32 products,
+// FP32 master weights, optimizer state and reductions; backend/cpu/gemm.hpp) or "auto" (bf16 on a
+// CPU with AVX512_BF16, fp32 elsewhere). "bf16" on a CPU without it runs FP32 products, as
+// set_precision documents; the run records which one it used.
+inline Precision resolve_precision(const std::string& option) {
+  if (option == "fp32") return Precision::fp32;
+  if (option == "bf16") return Precision::bf16;
+  if (option == "auto") return cpu::onednn_has_bf16() ? Precision::bf16 : Precision::fp32;
+  throw ValueError(fmt::format("precision must be fp32, bf16 or auto, got '{}'", option));
+}
+
+// The products of a scope in `p` (BF16 runs on oneDNN, the only BF16 backend); restored after.
+class PrecisionScope {
+ public:
+  explicit PrecisionScope(Precision p)
+      : scope_(p == Precision::bf16 ? CpuGemmBackend::onednn : cpu_gemm_backend(), p) {}
+
+ private:
+  GemmSettingsScope scope_;
+};
 
 // Warmup steps when none is given: a tenth of the run, at most 100.
 inline int64_t default_warmup(int64_t steps) { return std::min<int64_t>(100, steps / 10); }

@@ -62,6 +62,13 @@ struct Preset {
   // Base learning rate of each method (empty: the registry's defaults, tuned on nr's small
   // backbones); a table's learning-rate ratios (Table 8) multiply it.
   std::map<std::string, double> base_lr = {};
+  // Products of the extension runs' training steps (run_support.hpp resolve_precision);
+  // evaluations are FP32 whatever this says.
+  std::string precision = "fp32";
+  // A prompt in the new language continued greedily by the backbone and by every extended model
+  // (RUNS/<table>/generations.md), sample_tokens tokens each; empty: none.
+  std::string sample_prompt = "";
+  int64_t sample_tokens = 32;
 };
 
 inline const std::vector<std::string>& preset_names() {
@@ -92,7 +99,9 @@ inline Preset preset_named(const std::string& name) {
                   .log_every = 10, .multilingual = "", .backbone = "smollm2", .ctx = 256,
                   .base_lr = {{"finetune", 1e-4}, {"migu-finetune", 1e-4}, {"lora", 1e-3}, {"migu-lora", 1e-3},
                               {"adapter", 1e-3}, {"gated-sigmoid", 1e-3}, {"neutral", 1e-3}, {"serial-adapter", 1e-3},
-                              {"experts", 1e-3}}};
+                              {"experts", 1e-3}},
+                  .precision = "auto",
+                  .sample_prompt = "Pour installer un nouveau paquet sur un système Debian, il faut"};
   throw ValueError(fmt::format("unknown preset '{}' (quick, paper, smol)", name));
 }
 
@@ -272,9 +281,11 @@ inline const std::vector<std::string>& extra_table_methods() {
 }
 
 // The runs, rows and columns of one of the paper's tables; with extra_methods, table 2 also
-// has a row for each of extra_table_methods() (the other tables are unchanged).
+// has a row for each of extra_table_methods() (the other tables are unchanged). table2_p: the mix
+// rates of table 2's column pairs (the paper's 0 and 0.1; one of them halves the runs).
 inline TableSpec table_spec(const std::string& name, bool extra_methods = false,
-                            const std::map<std::string, double>& base_lr = {}) {
+                            const std::map<std::string, double>& base_lr = {},
+                            const std::vector<double>& table2_p = {0.0, 0.1}) {
   using detail::add_run;
   using detail::cells;
   TableSpec t;
@@ -292,24 +303,42 @@ inline TableSpec table_spec(const std::string& name, bool extra_methods = false,
       t.rows.push_back({{fmt::format("{:.2f}", p)}, cells(add_run(t, make_run("en", "fr", "adapter", p)), detail::bpb_metrics("fr"))});
     t.rows.push_back({{"Pretrained model"}, cells(backbone_id("en"), detail::bpb_metrics("fr"))});
   } else if (name == "table2") {
-    t.title = "Table 2: training with new data only (p = 0) or mixed data (p = 0.1), learning French";
+    if (table2_p.empty()) throw ValueError("table 2 needs at least one mix rate p");
+    std::string ps;
+    for (double p : table2_p) {
+      if (!(p >= 0.0 && p < 1.0)) throw ValueError(fmt::format("table 2: mix rate p = {} is not in [0, 1)", p));
+      ps += (ps.empty() ? "" : " or ") + fmt::format("p = {}", num(p));
+    }
+    t.title = fmt::format("Table 2: training with {}, learning French",
+                          table2_p == std::vector<double>{0.0, 0.1} ? "new data only (p = 0) or mixed data (p = 0.1)"
+                                                                   : "the mix rate " + ps);
     t.caption = "BPB on en-ood (forgetting, EN) and fr (learning, FR) at the end of training; lower is better.";
     t.label_headers = {"Method"};
-    t.headers = {"EN (p=0)", "FR (p=0)", "EN (p=0.1)", "FR (p=0.1)"};
+    for (double p : table2_p) {
+      t.headers.push_back(fmt::format("EN (p={})", num(p)));
+      t.headers.push_back(fmt::format("FR (p={})", num(p)));
+    }
     t.backbones = {"en"};
     t.figure1 = "points";
     std::vector<std::string> rows = methods;
     if (extra_methods) rows.insert(rows.end(), extra_table_methods().begin(), extra_table_methods().end());
+    // Figure 1 and Figure 3 show the runs of the largest p (the paper's p = 0.1).
+    const double plotted = *std::max_element(table2_p.begin(), table2_p.end());
     for (const std::string& m : rows) {
-      RunSpec a = make_run("en", "fr", m, 0.0), b = make_run("en", "fr", m, 0.1);
-      b.series = method_label(m);
-      b.figure3 = m == "adapter" || m == "neutral";
-      std::vector<Cell> c = cells(add_run(t, a), detail::bpb_metrics("fr"));
-      for (const Cell& x : cells(add_run(t, b), detail::bpb_metrics("fr"))) c.push_back(x);
+      std::vector<Cell> c;
+      for (double p : table2_p) {
+        RunSpec r = make_run("en", "fr", m, p);
+        if (p == plotted) {
+          r.series = method_label(m);
+          r.figure3 = m == "adapter" || m == "neutral";
+        }
+        for (const Cell& x : cells(add_run(t, r), detail::bpb_metrics("fr"))) c.push_back(x);
+      }
       t.rows.push_back({{method_label(m)}, c});
     }
-    std::vector<Cell> c = cells(backbone_id("en"), detail::bpb_metrics("fr"));
-    for (const Cell& x : cells(backbone_id("en"), detail::bpb_metrics("fr"))) c.push_back(x);
+    std::vector<Cell> c;
+    for (size_t k = 0; k < table2_p.size(); ++k)
+      for (const Cell& x : cells(backbone_id("en"), detail::bpb_metrics("fr"))) c.push_back(x);
     t.rows.push_back({{"Pretrained model"}, c});
   } else if (name == "table3") {
     t.title = "Table 3: impact of the number of extra weights (neutral residues, learning French)";
