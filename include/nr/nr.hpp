@@ -32,6 +32,7 @@
 #include "nr/ops/gelu.hpp"
 #include "nr/ops/l1.hpp"
 #include "nr/ops/linear_cross_entropy.hpp"
+#include "nr/ops/lora_linear.hpp"
 #include "nr/ops/matmul.hpp"
 #include "nr/ops/mean_rows.hpp"
 #include "nr/ops/reduce.hpp"

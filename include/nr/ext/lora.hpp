@@ -23,7 +23,7 @@
 
 #include "nr/core/rng.hpp"
 #include "nr/nn/language_model.hpp"
-#include "nr/ops/elementwise.hpp"
+#include "nr/ops/lora_linear.hpp"
 #include "nr/ops/matmul.hpp"
 
 namespace nr {
@@ -79,10 +79,11 @@ struct LoraLinear {
     scaling = static_cast<float>(alpha / static_cast<double>(r));
   }
 
+  // One fused op (ops/lora_linear.hpp): the tape keeps one (..., out) output per layer instead of
+  // the four that linear + linear(linear) * scaling would.
   Var operator()(const Var& x) const {  // (..., in) -> (..., out)
-    Var y = linear(x, weight);
-    if (rank() == 0) return y;
-    return y + linear(linear(x, lora_A), lora_B) * scaling;
+    if (rank() == 0) return linear(x, weight);
+    return lora_linear(x, weight, lora_A, lora_B, scaling);
   }
 
   // Folds the low-rank update into W (W += scaling * B A) and removes A and B.

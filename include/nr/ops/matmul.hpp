@@ -96,12 +96,20 @@ inline Var matmul(const Var& a, const Var& b, MatmulOptions o = {}) {
   return out;
 }
 
+namespace detail {
+// The shape rule of y = x W^T, shared by linear and the fused layers built on it (lora_linear):
+// x (..., in) with at least 2 dimensions, W (out, in). `op` names the caller in the ShapeError.
+inline void check_linear_shapes(const Shape& x, const Shape& w, const char* op) {
+  if (w.rank() != 2 || x.rank() < 2 || x.back() != w.dim(1))
+    throw ShapeError(fmt::format("{}: input {} does not fit weight {} (expected [out, in] with in = {})", op, x.str(),
+                                 w.str(), w.rank() == 2 ? w.dim(1) : -1));
+}
+}  // namespace detail
+
 // y = x W^T for a weight stored [out, in] as in Hugging Face: x (..., in) -> y (..., out), where x
 // has at least 2 dimensions (rows, in).
 inline Var linear(const Var& x, const Var& weight) {
-  if (weight.shape().rank() != 2 || x.shape().rank() < 2 || x.shape().back() != weight.shape().dim(1))
-    throw ShapeError(fmt::format("linear: input {} does not fit weight {} (expected [out, in] with in = {})",
-                                 x.shape().str(), weight.shape().str(), weight.shape().rank() == 2 ? weight.shape().dim(1) : -1));
+  detail::check_linear_shapes(x.shape(), weight.shape(), "linear");
   return matmul(x, weight, {.trans_b = true});
 }
 
