@@ -550,6 +550,10 @@ TEST_CASE("presets", "[reproduce]") {
   CHECK(effective_preset(o).precision == "bf16");
   o.precision = "fp32";
   CHECK(effective_preset(o).name == "quick");  // the preset's own precision: no override
+  o.precision = "";
+  o.seed = 2;
+  CHECK(effective_preset(o).name == "quick-seed2");  // a second seed never mixes with the first
+  o.seed = 1;
   o.precision = "half";
   CHECK_THROWS_WITH(effective_preset(o), Catch::Contains("precision must be fp32, bf16 or auto"));
   const TableSpec t8 = table_spec("table8", false, smol.base_lr), plain8 = table_spec("table8");

@@ -116,6 +116,9 @@ inline void register_reproduce_command(CLI::App& app) {
                 "Override: products of the training steps, fp32, bf16 or auto (default: the preset's; smol: auto, "
                 "quick and paper: fp32); runs go to RUNS/PRESET-PRECISION")
       ->check(CLI::IsMember({"fp32", "bf16", "auto"}));
+  c->add_option("--seed", o->seed, "Seed of every extension run (initialisation and data order); other than 1: runs "
+                                   "go to RUNS/PRESET-seedN, to measure the noise of a table")
+      ->capture_default_str();
   c->add_flag("--list", cmd->list, "List the table's runs and their state (finished, partial, fresh); train nothing");
   c->add_option("--p", o->table2_p, "Table 2's mix rates, one column pair each (default: 0 and 0.1, the paper's)")
       ->delimiter(',')

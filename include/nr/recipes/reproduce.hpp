@@ -53,6 +53,9 @@ struct ReproduceOptions {
   // Override of the training precision (fp32, bf16, auto; empty: the preset's). Runs go to
   // RUNS/<preset>-<precision>, so that runs of two precisions never mix.
   std::string precision = "";
+  // Seed of every extension run (initialisation and data order, seeds.hpp); another seed than 1
+  // puts the runs into RUNS/<preset>-seed<N>, so that a table's noise can be measured.
+  uint64_t seed = 1;
   // Overrides of the preset (0 / negative: the preset's); any of them makes the preset "custom"
   // (runs in RUNS/custom), so that they never mix with the runs of a named preset.
   int64_t pretrain_steps = 0, steps = 0, batch = 0, eval_tokens = -1, mc_items = 0;
@@ -117,6 +120,7 @@ inline Preset effective_preset(const ReproduceOptions& o) {
     preset.name += "-" + o.precision;
     preset.precision = o.precision;
   }
+  if (o.seed != 1) preset.name += fmt::format("-seed{}", o.seed);
   return preset;
 }
 
@@ -275,6 +279,7 @@ inline ExtendOptions extend_options(const RunSpec& r, const Preset& preset, cons
   e.eval_domains = {"en", "en-ood", r.new_domain};
   e.eval_initial = false;  // the backbone is evaluated once, in eval.json
   e.precision = preset.precision;
+  e.seed = o.seed;
   e.save_every = preset.save_every;
   e.log_every = preset.log_every;
   e.show_progress = o.show_progress;
