@@ -22,7 +22,9 @@
 //    (gate_proj spectra, tables with adapter runs).
 // RUNS is --runs DIR / PRESET (default runs/quick), so the presets never mix; --steps,
 // --pretrain-steps, --batch, --eval-tokens, --mc-items, --ctx and --backbone override the
-// preset's numbers and put the runs into RUNS = DIR/custom.
+// preset's numbers and put the runs into RUNS = DIR/custom; --precision and --seed add their
+// value to the directory's name (DIR/smol-seed2). --p chooses Table 2's mix rates (its runs are
+// the same runs whichever columns are shown).
 //
 //   nrlab reproduce table2 --backbone MODEL.gguf --ctx 256 ...      extend a pretrained model instead
 //                                                                   of pretraining one (its tokenizer)

@@ -12,7 +12,8 @@
 // 4. RUNS/<table>/ receives results.md, results.csv, results.json, curves.svg (training loss of
 //    every run), figure1.svg (tables 2 and 8), figure3.svg (gate_proj spectra) and, for a preset
 //    with a sample prompt, generations.md (the prompt continued greedily by every model).
-// RUNS is runs / PRESET; overridden preset numbers make the preset "custom" (RUNS = runs/custom).
+// RUNS is runs / PRESET; overridden preset numbers make the preset "custom" (RUNS = runs/custom);
+// another precision or seed adds "-<precision>" / "-seed<N>" to the name (runs/smol-seed2).
 //
 // With a pretrained backbone (ReproduceOptions::backbone, or the preset's), nothing is
 // pretrained: RUNS/backbone-en holds the evaluation of that model (eval.json, with its path) and
