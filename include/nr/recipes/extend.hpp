@@ -199,7 +199,7 @@ int extend_model(Model& model, const ModelConfig& config, const ExtensionSpec& s
   const double lr = o.lr.value_or(method.defaults.lr);
   const int64_t warmup = o.warmup.value_or(default_warmup(o.steps));
   const Precision precision = resolve_precision(o.precision);
-  const bool bf16 = precision == Precision::bf16 && cpu::onednn_has_bf16();
+  const bool bf16 = bf16_compute(precision);
   nlohmann::json fields = extend_fields(o, spec, lr, warmup, original_domain, ctx);
   fields["precision"] = bf16 ? "bf16" : "fp32";
   fields.update(model_fields);  // a MoE backbone's architecture (models.hpp)

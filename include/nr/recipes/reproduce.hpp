@@ -364,14 +364,13 @@ inline std::string sample_continuation(const std::filesystem::path& model, const
 // run of the table, one row each (newlines shown as ⏎, so that a row stays a row).
 inline std::string format_generations(const TableSpec& t, const Preset& preset, const std::filesystem::path& root,
                                       const RunnerOutcome& outcome, const MessageFn& on_message) {
-  auto cell = [](std::string s) {
-    std::string out;
+  auto cell = [](const std::string& s) {
+    std::string line;
     for (char c : s) {
-      if (c == '\n') out += " ⏎ ";
-      else if (c == '|') out += "\\|";
-      else if (c != '\r') out += c;
+      if (c == '\n') line += " ⏎ ";
+      else if (c != '\r') line += c;
     }
-    return out;
+    return markdown_escape(line);
   };
   message(on_message, fmt::format("[reproduce] greedy continuations of \"{}\" ({} tokens)", preset.sample_prompt,
                                   preset.sample_tokens));

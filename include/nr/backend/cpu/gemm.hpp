@@ -93,8 +93,10 @@ inline void set_cpu_gemm_backend(CpuGemmBackend b) { detail::gemm_settings().bac
 inline CpuGemmBackend cpu_gemm_backend() { return detail::gemm_settings().backend; }
 inline void set_precision(Precision p) { detail::gemm_settings().precision = p; }
 inline Precision precision() { return detail::gemm_settings().precision; }
-// Whether products actually run in BF16: precision bf16 on a CPU with AVX512_BF16.
-inline bool bf16_gemm_active() { return precision() == Precision::bf16 && cpu::onednn_has_bf16(); }
+// Whether precision `p` runs its products in BF16 on this CPU (bf16 and the CPU has AVX512_BF16).
+inline bool bf16_compute(Precision p) { return p == Precision::bf16 && cpu::onednn_has_bf16(); }
+// Whether products actually run in BF16 now: the process's precision, on this CPU.
+inline bool bf16_gemm_active() { return bf16_compute(precision()); }
 
 // Sets the backend and precision for a scope and restores the previous ones at its end (tests,
 // benchmarks, comparing both settings in one program). Not for use while other threads multiply.
