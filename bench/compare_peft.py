@@ -4,7 +4,7 @@ interleaved in one run on one machine.
 
 Usage:  python3 bench/compare_peft.py NRLAB [--gguf PATH] [--batch 4] [--ctx 512] [--threads 2]
                                              [--steps 2] [--warmup 1] [--repeats 1]
-                                             [--jobs lora16,lora20,full,eval,neutral20,adapter20]
+                                             [--jobs lora16,lora20,full,eval,neutral20,adapter20,lora16-rc,...]
                                              [--nr-precisions fp32,bf16] [--torch-precisions fp32,bf16]
                                              [--quick] [--json-out FILE]
 
@@ -25,6 +25,9 @@ What is timed (every job on random token ids, batch x ctx tokens per step):
   neutral20  nr only: neutral residues (ELU-gated adapters, 20 % extra parameters, frozen
              backbone), compared with PEFT's lora20.
   adapter20  nr only: plain adapters at 20 %, compared with PEFT's lora20.
+  JOB-rc     a training job above with activation recomputation: `nrlab bench --recompute` for
+             nr, gradient_checkpointing_enable(use_reentrant=False) for transformers (before PEFT
+             wraps the model); nr-only ones are compared with lora20-rc.
 PyTorch runs each job in FP32 and under BF16 autocast (torch.autocast("cpu", torch.bfloat16)) and
 keeps the faster; nr runs `nrlab bench --precision fp32` and `--precision bf16` and keeps the
 faster. The table names the precision each side won with.
@@ -50,9 +53,21 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-ALL_JOBS = ["lora16", "lora20", "full", "eval", "neutral20", "adapter20"]
-TORCH_JOBS = {"lora16", "lora20", "full", "eval"}
+BASE_JOBS = ["lora16", "lora20", "full", "eval", "neutral20", "adapter20"]
+# JOB-rc: the training job with activation recomputation on both sides (nr --recompute,
+# transformers' gradient_checkpointing_enable), the trade of speed for memory.
+ALL_JOBS = BASE_JOBS + [j + "-rc" for j in BASE_JOBS if j != "eval"]
+TORCH_JOBS = {"lora16", "lora20", "full", "eval", "lora16-rc", "lora20-rc", "full-rc"}
 NR_ONLY = {"neutral20": "neutral", "adapter20": "adapter"}  # nr method; compared with PEFT's lora20
+
+
+def base_job(job):
+    return job[:-3] if job.endswith("-rc") else job
+
+
+def reference_job(job):
+    """The PyTorch job a job is compared with: itself, or lora20 (-rc) for nr-only methods."""
+    return ("lora20" + job[len(base_job(job)):]) if base_job(job) in NR_ONLY else job
 LORA_TARGETS = ["gate_proj", "up_proj", "down_proj"]
 
 
@@ -109,7 +124,9 @@ def torch_worker(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_pretrained(args.hf_dir, dtype=torch.float32)
-    job, bf16 = args.job, args.precision == "bf16"
+    job, bf16 = base_job(args.job), args.precision == "bf16"
+    if args.job.endswith("-rc"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if job in ("lora16", "lora20"):
         from peft import LoraConfig, get_peft_model
         r = args.rank
@@ -215,7 +232,7 @@ def nr_env():
 
 
 def measure_torch(args, py, job, precision, rank20):
-    rank = 16 if job == "lora16" else rank20
+    rank = 16 if base_job(job) == "lora16" else rank20
     cmd = [py, __file__, "--worker", "torch", "--hf-dir", args.hf_dir, "--job", job, "--precision", precision,
            "--threads", str(args.threads), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--batch", str(args.batch), "--ctx", str(args.ctx), "--rank", str(rank)]
@@ -225,6 +242,7 @@ def measure_torch(args, py, job, precision, rank20):
 
 
 def measure_nr(args, job, precision, rank20):
+    rc, job = job.endswith("-rc"), base_job(job)
     method = NR_ONLY.get(job, "lora" if job.startswith("lora") else "finetune")
     cmd = [args.nrlab, "bench", "--checkpoint", args.hf_dir, "--method", method, "--threads", str(args.threads),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch", str(args.batch), "--ctx",
@@ -235,6 +253,8 @@ def measure_nr(args, job, precision, rank20):
         cmd += ["--rank", str(rank20)]
     if job == "eval":
         cmd.append("--eval")
+    if rc:
+        cmd.append("--recompute")
     return run_measured(cmd, nr_env())
 
 
@@ -258,7 +278,7 @@ def main():
     ap.add_argument("--steps", type=int, default=2, help="timed steps per run (median reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     ap.add_argument("--repeats", type=int, default=1, help="rounds over every job; the best run is kept")
-    ap.add_argument("--jobs", default=",".join(ALL_JOBS), help="comma-separated subset of " + ",".join(ALL_JOBS))
+    ap.add_argument("--jobs", default=",".join(BASE_JOBS), help="comma-separated subset of " + ",".join(ALL_JOBS))
     ap.add_argument("--nr-precisions", default="fp32,bf16", help="nrlab bench --precision values to try")
     ap.add_argument("--torch-precisions", default="fp32,bf16", help="fp32 and/or bf16 (autocast) for PyTorch")
     ap.add_argument("--quick", action="store_true",
@@ -319,10 +339,8 @@ def main():
     info = json.loads((Path(args.hf_dir) / "nr_bench.json").read_text())
     rank20 = info["lora_rank_20"]
 
-    # PyTorch's lora20 is the reference of the nr-only jobs.
-    torch_jobs = [j for j in jobs if j in TORCH_JOBS]
-    if any(j in NR_ONLY for j in jobs) and "lora20" not in torch_jobs:
-        torch_jobs.append("lora20")
+    # PyTorch's lora20 (-rc) is the reference of the nr-only jobs.
+    torch_jobs = sorted({reference_job(j) for j in jobs})
     t0 = time.time()
     load_before = os.getloadavg()
     best_t, best_n = {}, {}
@@ -349,7 +367,7 @@ def main():
     rows = []
     for job in jobs:
         n = best_n[job]
-        ref_job = "lora20" if job in NR_ONLY else job
+        ref_job = reference_job(job)
         t = best_t.get(ref_job)
         rows.append({
             "job": job, "reference": ("PEFT " if ref_job.startswith("lora") else "PyTorch ") + ref_job,

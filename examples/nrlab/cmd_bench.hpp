@@ -2,10 +2,10 @@
 // on random tokens, as one JSON line (nr::recipes::run_bench, recipes/bench.hpp).
 //
 //   nrlab bench --preset tiny --threads 2 --steps 10 [--method finetune|lora|adapter|gated-sigmoid|neutral|...]
-//               [--eval] [--batch 16] [--warmup 3] [--precision fp32|bf16]
+//               [--eval] [--batch 16] [--warmup 3] [--precision fp32|bf16] [--recompute]
 //   nrlab bench --checkpoint SmolLM2.gguf --method lora --rank 16 --batch 4 --ctx 512 --threads 2
 //
-// Output keys: model, method, mode (train|eval), precision, bf16_weights, threads, batch, ctx,
+// Output keys: model, method, mode (train|eval), recompute, precision, bf16_weights, threads, batch, ctx,
 // steps, tokens_per_s (from the median step), best_tokens_per_s, step_ms (median), best_step_ms,
 // flop_per_token, gflops, peak_rss_mb (getrusage's ru_maxrss of this process), params,
 // trainable_params, loss.
@@ -41,6 +41,8 @@ inline void register_bench_command(CLI::App& app) {
                                              "where the CPU has AVX512_BF16)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  c->add_flag("--recompute", o->recompute, "Recompute each block's activations in the backward pass (activation "
+                                            "checkpointing)");
   c->add_flag("--eval", o->eval, "Time evaluation forward passes (no gradients) instead of training steps");
   c->add_option("--seed", o->seed, "Seed of the weights and tokens")->capture_default_str();
   c->callback([o, threads, rank, rank_opt] {

@@ -123,6 +123,9 @@ inline void register_extend_command(CLI::App& app) {
                 "AVX512_BF16) or auto (bf16 where the CPU has it); evaluations run in FP32")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16", "auto"}));
+  c->add_flag("--recompute", o->recompute,
+              "Recompute each block's activations in the backward pass instead of keeping them (activation "
+              "checkpointing): a fraction of the memory, a second forward pass");
   c->add_option("--weight-decay", o->weight_decay, "AdamW decoupled weight decay")->capture_default_str();
   c->add_option("--grad-clip", o->grad_clip, "Global gradient-norm clip (0 = off)")->capture_default_str();
   c->add_option("--on-nan", o->on_nan,

@@ -1,7 +1,7 @@
 // nr/nn/language_model.hpp — a decoder-only language model (Llama layout).
 //
 //   x      = embed_tokens(ids)                 ids (B, T) -> (B, T, C)
-//   x      = block_l(x)  for l = 0 .. L-1
+//   x      = block_l(x)  for l = 0 .. L-1        (recomputed in the backward with ctx.recompute_blocks)
 //   logits = lm_head(norm(x))                  (B, T, V)
 //   loss   = cross_entropy(logits, targets)    fused with lm_head, chunked (loss() below)
 // lm_head is its own matrix unless tie_word_embeddings, in which case it reads the embedding.
@@ -17,6 +17,7 @@
 #include "nr/nn/block.hpp"
 #include "nr/nn/embedding.hpp"
 #include "nr/nn/gated_ffn.hpp"
+#include "nr/nn/recompute.hpp"
 #include "nr/ops/cross_entropy.hpp"
 #include "nr/ops/linear_cross_entropy.hpp"
 
@@ -78,7 +79,7 @@ struct LanguageModel {
       throw ShapeError(fmt::format("LanguageModel: sequence length {} exceeds max_position_embeddings {}",
                                    ids.shape[1], config.max_position_embeddings));
     Var x = embed_tokens(ids);
-    for (const BlockT& layer : layers) x = layer(x, ctx);
+    for (const BlockT& layer : layers) x = ctx.recompute_blocks ? recompute_block(layer, x, ctx) : layer(x, ctx);
     return norm(x);
   }
 

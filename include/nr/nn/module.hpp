@@ -56,6 +56,10 @@ struct ForwardContext {
   // and extend the cache and place the new tokens at their absolute positions. Null otherwise.
   KvCache* kv_cache = nullptr;
 
+  // Training only: recompute each block's activations in the backward pass instead of keeping
+  // them (nn/recompute.hpp): a block's input instead of its activations, for a second forward.
+  bool recompute_blocks = false;
+
   void add_stat(const std::string& name, double sum, double count) {
     stats[name] += sum;
     counts[name] += count;

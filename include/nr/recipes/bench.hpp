@@ -42,6 +42,7 @@ struct BenchOptions {
   std::optional<int64_t> rank;  // LoRA rank (default: the 20 % budget)
   int64_t steps = 10, warmup = 3, batch = 16, ctx = 0;  // ctx 0: the model's context, at most 512
   bool eval = false;
+  bool recompute = false;  // activations recomputed in the backward (nn/recompute.hpp)
   std::string precision = "fp32";  // fp32 | bf16
   uint64_t seed = 1;
 };
@@ -88,7 +89,7 @@ nlohmann::json bench_model(Model& model, const ModelConfig& config, const Extens
       ctx.original = original_flags(batch.tags, original_of_tag);
       loss = model.loss(batch.inputs, batch.targets, ctx).item();
     } else {
-      loss = train_step(model, opt, batch, 1e-4, 1.0, step, original_of_tag).loss;
+      loss = train_step(model, opt, batch, 1e-4, 1.0, step, original_of_tag, o.recompute).loss;
     }
   };
   for (int64_t s = 0; s < o.warmup; ++s) one_step(s);
@@ -108,6 +109,7 @@ nlohmann::json bench_model(Model& model, const ModelConfig& config, const Extens
       {"model", o.checkpoint.empty() ? o.preset : o.checkpoint},
       {"method", spec.method},
       {"mode", o.eval ? "eval" : "train"},
+      {"recompute", o.recompute && !o.eval},
       {"precision", bf16_gemm_active() ? "bf16" : "fp32"},
       {"bf16_weights", bf16_weights},
       {"threads", num_threads()},

@@ -71,6 +71,9 @@ struct ExtendOptions {
   // Products of the training steps: fp32, bf16 or auto (run_support.hpp resolve_precision).
   // Evaluations always run in FP32, so that BPB compares across precisions.
   std::string precision = "fp32";
+  // Recompute each block's activations in the backward instead of keeping them: far less memory
+  // for a second forward pass (nn/recompute.hpp); the trained weights are the same.
+  bool recompute = false;
   int64_t steps = 300, batch = 16;
   std::optional<int64_t> warmup;     // empty: min(100, steps / 10)
   // eval_tokens: tokens of each valid.txt evaluated (bytes for a byte-level model; 0 = all).
@@ -226,6 +229,7 @@ int extend_model(Model& model, const ModelConfig& config, const ExtensionSpec& s
   loop.original_of_tag = original_of_tag;
   loop.stop = o.stop;
   loop.show_progress = o.show_progress;
+  loop.recompute_blocks = o.recompute;
   fs::create_directories(out);
   JsonlLog log((out / "train_log.jsonl").string());
   loop.log = &log;

@@ -7,6 +7,8 @@
 // sequence's flag, ForwardContext::original[b] = original_of_tag[tags[b]], which the local losses
 // of extensions read (the l1 loss of neutral residues applies to original-domain sequences only).
 // Left empty (pretraining), `original` stays empty and those losses are skipped.
+// recompute_blocks trades a second forward pass of every block for its activations' memory
+// (nn/recompute.hpp); the step's result is the same.
 // A non-finite loss or gradient norm throws NumericError naming the step (and, for gradients,
 // the first parameter holding a non-finite value) before any weight is touched, so the last
 // good state (and checkpoint) stays intact.
@@ -62,8 +64,9 @@ inline std::vector<uint8_t> original_flags(const std::vector<int>& tags, const s
 
 template <class Model>
 StepResult train_step(Model& model, AdamW& opt, const Batch& batch, double lr, double max_grad_norm, int64_t step,
-                      const std::vector<uint8_t>& original_of_tag = {}) {
+                      const std::vector<uint8_t>& original_of_tag = {}, bool recompute_blocks = false) {
   ForwardContext ctx;
+  ctx.recompute_blocks = recompute_blocks;
   ctx.domain_tags = batch.tags;
   if (!original_of_tag.empty()) ctx.original = original_flags(batch.tags, original_of_tag);
   Var lm = model.loss(batch.inputs, batch.targets, ctx);

@@ -71,6 +71,7 @@ struct TrainLoopOptions {
   bool show_progress = true;               // progress lines on stderr
   NanPolicy on_nan = NanPolicy::stop;      // a non-finite loss or gradient: stop or skip the step
   int64_t max_consecutive_skips = 10;      // skip-step gives up after this many in a row
+  bool recompute_blocks = false;           // activations recomputed in the backward (nn/recompute.hpp)
 };
 
 struct TrainCallbacks {
@@ -127,7 +128,7 @@ TrainOutcome train(Model& model, AdamW& opt, const MixtureSampler& sampler, cons
     const double lr = o.schedule.at(step);
     StepResult r;
     try {
-      r = train_step(model, opt, sampler.batch_at(step), lr, o.grad_clip, step, o.original_of_tag);
+      r = train_step(model, opt, sampler.batch_at(step), lr, o.grad_clip, step, o.original_of_tag, o.recompute_blocks);
       consecutive_skips = 0;
     } catch (const NumericError& e) {
       if (o.on_nan == NanPolicy::stop) throw;
