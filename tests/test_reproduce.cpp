@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -410,6 +411,31 @@ TEST_CASE("metric values: BPB as recorded, multiple choice in percent", "[reprod
   CHECK(format_value("mc:fr", std::nullopt) == "-");
 }
 
+TEST_CASE("multiple choice: acc, and acc_norm with its standard error over the shot settings", "[reproduce][format]") {
+  // Two shot settings of 100 items: acc_norm 0.40 and 0.50, mean 0.45.
+  const nlohmann::json j = {{"mc",
+                             {{"fr",
+                               {{"0", {{"acc", 0.35}, {"acc_norm", 0.40}, {"items", 100}}},
+                                {"5", {{"acc", 0.45}, {"acc_norm", 0.50}, {"items", 100}}},
+                                {"acc", 0.40},
+                                {"acc_norm", 0.45},
+                                {"chance", 0.25}}}}}};
+  const double se0 = std::sqrt(0.40 * 0.60 / 99), se5 = std::sqrt(0.50 * 0.50 / 99);
+  REQUIRE(mc_stderr(j, "fr"));
+  CHECK(*mc_stderr(j, "fr") == Approx(100.0 * std::sqrt(se0 * se0 + se5 * se5) / 2));
+  CHECK(nr::binomial_stderr(0.40, 100) == Approx(se0));
+  CHECK(nr::binomial_stderr(1.0, 100) == 0.0);
+  CHECK(nr::binomial_stderr(0.5, 1) == 0.0);
+  CHECK(*metric_value(j, "mcacc:fr") == Approx(40.0));
+  CHECK(format_cell("mc:fr", &j) == "45.0 ± 3.5");
+  CHECK(format_cell("bpb:fr", &j) == "-");
+  CHECK(format_cell("mc:fr", nullptr) == "-");
+  // Without per-shot entries (older results) the cell has no error bar.
+  const nlohmann::json bare = {{"mc", {{"fr", {{"acc_norm", 0.45}}}}}};
+  CHECK_FALSE(mc_stderr(bare, "fr"));
+  CHECK(format_cell("mc:fr", &bare) == "45.0");
+}
+
 TEST_CASE("the Markdown table has the paper's layout; missing runs print as -", "[reproduce][format]") {
   TableSpec t;
   t.title = "Table X: a | test";
@@ -444,9 +470,9 @@ TEST_CASE("the CSV has one line per run with every evaluated domain", "[reproduc
   REQUIRE(lines.size() == 3);  // header, backbone, the one finished run
   CHECK(lines[0] ==
         "run,backbone,new,method,gate,init,alpha,bce_weight,extra,p,lr,steps,batch,bpb_en-ood,bpb_fr,"
-        "mc_acc_norm_en,mc_chance_en,train_seconds,tokens_per_second");
-  CHECK(lines[1] == "backbone-en,en,,backbone,,,,,,,,400,16,3.700000,4.200000,30.00,25.00,,");
-  CHECK(lines[2] == fmt::format("{},en,fr,adapter,none,he,0,0,0.2,0,{},{},{},3.800000,2.900000,,,12.5,", t.runs[0].id,
+        "mc_acc_en,mc_acc_norm_en,mc_acc_norm_se_en,mc_chance_en,train_seconds,tokens_per_second");
+  CHECK(lines[1] == "backbone-en,en,,backbone,,,,,,,,400,16,3.700000,4.200000,,30.00,,25.00,,");
+  CHECK(lines[2] == fmt::format("{},en,fr,adapter,none,he,0,0,0.2,0,{},{},{},3.800000,2.900000,,,,,12.5,", t.runs[0].id,
                                 num(t.runs[0].lr), preset.steps, preset.batch));
   CHECK(csv_field("a,b") == "\"a,b\"");
   CHECK(csv_field("say \"hi\"") == "\"say \"\"hi\"\"\"");

@@ -16,11 +16,13 @@
 // tokenizer). k-shot: the context is preceded by k solved examples ("context answer\n\n"), drawn
 // deterministically from a pool of other items. When the whole text exceeds the model's context,
 // the oldest tokens are dropped (left truncation), so the continuation is always scored in full.
-// Chance level = mean over items of 1 / #choices. The forms without a tokenizer use the byte
-// tokenizer.
+// Chance level = mean over items of 1 / #choices. Standard errors are lm-evaluation-harness's:
+// the sample standard deviation of the per-item hits over sqrt(n), sqrt(p (1 - p) / (n - 1)).
+// The forms without a tokenizer use the byte tokenizer.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -51,10 +53,17 @@ struct ChoiceScores {
 struct MultipleChoiceResult {
   double acc = 0.0;
   double acc_norm = 0.0;
+  double acc_stderr = 0.0, acc_norm_stderr = 0.0;  // binomial_stderr of each
   double chance = 0.0;
   int64_t items = 0;
   int k_shot = 0;
 };
+
+// Standard error of an accuracy p over n items (lm-evaluation-harness's: the sample standard
+// deviation of the 0 / 1 hits over sqrt(n)); 0 for fewer than two items.
+inline double binomial_stderr(double p, int64_t n) {
+  return n > 1 ? std::sqrt(std::max(0.0, p * (1.0 - p)) / static_cast<double>(n - 1)) : 0.0;
+}
 
 // Number of UTF-8 code points (continuation bytes 10xxxxxx are not counted).
 inline int64_t utf8_length(const std::string& s) {
@@ -218,6 +227,8 @@ MultipleChoiceResult evaluate_multiple_choice(const Model& model, const Tok& tok
   r.items = static_cast<int64_t>(items.size());
   r.acc = hits / n;
   r.acc_norm = hits_norm / n;
+  r.acc_stderr = binomial_stderr(r.acc, r.items);
+  r.acc_norm_stderr = binomial_stderr(r.acc_norm, r.items);
   r.chance = chance / n;
   return r;
 }

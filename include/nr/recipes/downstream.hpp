@@ -14,6 +14,7 @@
 // k-shot prefixes k solved items of the same language. docs/results.md describes the items.
 #pragma once
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -84,8 +85,9 @@ inline std::map<std::string, std::vector<ChoiceItem>> load_mc_items(const std::f
 }
 
 // Multiple-choice results of `model` on each language, for each number of shots:
-//   {"en": {"0": {"acc", "acc_norm", "chance", "items"}, ..., "acc_norm": mean over the shots,
-//           "chance": ...}, ...}
+//   {"en": {"0": {"acc", "acc_norm", "acc_stderr", "acc_norm_stderr", "chance", "items"}, ...,
+//           "acc", "acc_norm": means over the shots, "chance": ...}, ...}
+// (tables.hpp mc_stderr gives the standard error of the mean from the per-shot entries.)
 // `tokenizer` is the model's: context and continuation are tokenised as lm-evaluation-harness does
 // (eval/multiple_choice.hpp).
 template <class Model, Tokenizer Tok = ByteTokenizer>
@@ -94,14 +96,18 @@ nlohmann::json evaluate_mc(const Model& model, const std::map<std::string, std::
   nlohmann::json out = nlohmann::json::object();
   for (const auto& [lang, items] : sets) {
     nlohmann::json j = nlohmann::json::object();
-    double sum = 0.0, chance = 0.0;
+    double sum = 0.0, sum_acc = 0.0, chance = 0.0;
     for (int k : shots) {
       const MultipleChoiceResult r = evaluate_multiple_choice(model, tokenizer, items, k, ctx);
-      j[std::to_string(k)] = {{"acc", r.acc}, {"acc_norm", r.acc_norm}, {"chance", r.chance}, {"items", r.items}};
+      j[std::to_string(k)] = {{"acc", r.acc},       {"acc_norm", r.acc_norm}, {"acc_stderr", r.acc_stderr},
+                              {"acc_norm_stderr", r.acc_norm_stderr}, {"chance", r.chance}, {"items", r.items}};
       sum += r.acc_norm;
+      sum_acc += r.acc;
       chance = r.chance;
     }
-    j["acc_norm"] = shots.empty() ? 0.0 : sum / static_cast<double>(shots.size());
+    const double n_shots = std::max<double>(1.0, static_cast<double>(shots.size()));
+    j["acc_norm"] = sum / n_shots;
+    j["acc"] = sum_acc / n_shots;
     j["chance"] = chance;
     out[lang] = j;
   }

@@ -32,6 +32,7 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include "nr/eval/multiple_choice.hpp"
 #include "nr/io/checkpoint.hpp"
 #include "nr/io/safetensors.hpp"
 #include "nr/recipes/registry.hpp"
@@ -536,7 +537,8 @@ inline RunnerOutcome run_table(const std::vector<RunSpec>& runs, const std::file
 // ---- values and formatting ----------------------------------------------------------------
 
 // The value of a metric in a run's results (results.json of a run, eval.json of a backbone):
-// bpb:D -> valid_bpb[D]; mc:L -> 100 * mc[L].acc_norm. Empty when absent.
+// bpb:D -> valid_bpb[D]; mc:L -> 100 * mc[L].acc_norm; mcacc:L -> 100 * mc[L].acc; chance:L ->
+// 100 * mc[L].chance. Empty when absent.
 inline std::optional<double> metric_value(const nlohmann::json& results, const std::string& metric) {
   const size_t colon = metric.find(':');
   if (colon == std::string::npos) return std::nullopt;
@@ -544,20 +546,51 @@ inline std::optional<double> metric_value(const nlohmann::json& results, const s
   if (kind == "bpb") {
     const auto v = results.find("valid_bpb");
     if (v != results.end() && v->is_object() && v->contains(key) && (*v)[key].is_number()) return (*v)[key].get<double>();
-  } else if (kind == "mc" || kind == "chance") {
+  } else if (kind == "mc" || kind == "mcacc" || kind == "chance") {
     const auto m = results.find("mc");
     if (m != results.end() && m->is_object() && m->contains(key)) {
       const nlohmann::json& l = (*m)[key];
-      const char* field = kind == "mc" ? "acc_norm" : "chance";
+      const char* field = kind == "mc" ? "acc_norm" : kind == "mcacc" ? "acc" : "chance";
       if (l.contains(field) && l[field].is_number()) return 100.0 * l[field].get<double>();
     }
   }
   return std::nullopt;
 }
 
-inline std::string format_value(const std::string& metric, std::optional<double> v) {
+// The standard error (in %) of a run's multiple-choice acc_norm for LANG, the mean over its shot
+// settings: sqrt(sum of the per-shot binomial variances) / #shots, each from the per-shot entry's
+// acc_norm and items (eval/multiple_choice.hpp binomial_stderr). Empty without per-shot entries.
+inline std::optional<double> mc_stderr(const nlohmann::json& results, const std::string& lang) {
+  const auto m = results.find("mc");
+  if (m == results.end() || !m->is_object() || !m->contains(lang) || !(*m)[lang].is_object()) return std::nullopt;
+  double var = 0.0;
+  int shots = 0;
+  for (auto it = (*m)[lang].begin(); it != (*m)[lang].end(); ++it) {
+    const nlohmann::json& s = it.value();
+    if (it.key().empty() || !std::isdigit(static_cast<unsigned char>(it.key()[0])) || !s.is_object() ||
+        !s.contains("acc_norm") || !s["acc_norm"].is_number() || !s.contains("items") || !s["items"].is_number())
+      continue;
+    const double se = binomial_stderr(s["acc_norm"].get<double>(), s["items"].get<int64_t>());
+    var += se * se;
+    ++shots;
+  }
+  if (shots == 0) return std::nullopt;
+  return 100.0 * std::sqrt(var) / shots;
+}
+
+inline std::string format_value(const std::string& metric, std::optional<double> v,
+                                std::optional<double> stderr_percent = std::nullopt) {
   if (!v) return "-";
-  return metric.rfind("bpb:", 0) == 0 ? fmt::format("{:.3f}", *v) : fmt::format("{:.1f}", *v);
+  if (metric.rfind("bpb:", 0) == 0) return fmt::format("{:.3f}", *v);
+  return stderr_percent ? fmt::format("{:.1f} ± {:.1f}", *v, *stderr_percent) : fmt::format("{:.1f}", *v);
+}
+
+// A cell's text: the metric's value, with its standard error for multiple choice.
+inline std::string format_cell(const std::string& metric, const nlohmann::json* results) {
+  if (!results) return "-";
+  const std::optional<double> se =
+      metric.rfind("mc:", 0) == 0 ? mc_stderr(*results, metric.substr(3)) : std::optional<double>{};
+  return format_value(metric, metric_value(*results, metric), se);
 }
 
 inline std::string markdown_escape(const std::string& s) {
@@ -580,7 +613,7 @@ inline std::string format_markdown(const TableSpec& t, const std::map<std::strin
     for (const std::string& l : row.labels) s += fmt::format(" {} |", markdown_escape(l));
     for (const Cell& c : row.cells) {
       const auto it = results.find(c.run);
-      s += fmt::format(" {} |", format_value(c.metric, it == results.end() ? std::nullopt : metric_value(it->second, c.metric)));
+      s += fmt::format(" {} |", format_cell(c.metric, it == results.end() ? nullptr : &it->second));
     }
     s += "\n";
   }
@@ -601,7 +634,7 @@ inline std::string csv_number(const nlohmann::json& j, const char* key) {
 }
 
 // One line per run (backbones first): settings, BPB of every evaluated domain, multiple-choice
-// acc_norm and chance per language (%), time and speed.
+// acc, acc_norm, acc_norm's standard error and chance per language (%), time and speed.
 inline std::string format_csv(const TableSpec& t, const std::map<std::string, nlohmann::json>& results) {
   std::set<std::string> domains, langs;
   for (const auto& [id, j] : results) {
@@ -612,7 +645,7 @@ inline std::string format_csv(const TableSpec& t, const std::map<std::string, nl
   }
   std::string s = "run,backbone,new,method,gate,init,alpha,bce_weight,extra,p,lr,steps,batch";
   for (const std::string& d : domains) s += ",bpb_" + d;
-  for (const std::string& l : langs) s += ",mc_acc_norm_" + l + ",mc_chance_" + l;
+  for (const std::string& l : langs) s += ",mc_acc_" + l + ",mc_acc_norm_" + l + ",mc_acc_norm_se_" + l + ",mc_chance_" + l;
   s += ",train_seconds,tokens_per_second\n";
   auto line = [&](const std::string& id, const RunSpec* r) {
     const auto it = results.find(id);
@@ -629,10 +662,10 @@ inline std::string format_csv(const TableSpec& t, const std::map<std::string, nl
       const auto v = metric_value(j, "bpb:" + d);
       s += "," + (v ? fmt::format("{:.6f}", *v) : std::string());
     }
-    for (const std::string& l : langs) {
-      const auto a = metric_value(j, "mc:" + l), c = metric_value(j, "chance:" + l);
-      s += "," + (a ? fmt::format("{:.2f}", *a) : std::string()) + "," + (c ? fmt::format("{:.2f}", *c) : std::string());
-    }
+    auto pct = [](std::optional<double> v) { return v ? fmt::format("{:.2f}", *v) : std::string(); };
+    for (const std::string& l : langs)
+      s += "," + pct(metric_value(j, "mcacc:" + l)) + "," + pct(metric_value(j, "mc:" + l)) + "," + pct(mc_stderr(j, l)) +
+           "," + pct(metric_value(j, "chance:" + l));
     s += "," + csv_number(j, "train_seconds") + "," + csv_number(j, "tokens_per_second") + "\n";
   };
   for (const std::string& bb : t.backbones) line(backbone_id(bb), nullptr);
