@@ -31,6 +31,7 @@
 #include "nr/autograd/tape.hpp"
 #include "nr/autograd/var.hpp"
 #include "nr/nn/module.hpp"
+#include "nr/ops/elementwise.hpp"
 
 namespace nr {
 
@@ -43,9 +44,7 @@ inline void add_grad(const Var& dst, const Var& src) {
   if (g.numel() != s.numel())
     throw ShapeError(fmt::format("recompute_block: the recomputed value has {} elements, the original {}", g.numel(),
                                  s.numel()));
-  float* gd = g.data();
-  const float* sd = s.data();
-  for (int64_t i = 0; i < g.numel(); ++i) gd[i] += sd[i];
+  cpu::axpy(1.0f, s.data(), g.data(), g.numel());
 }
 }  // namespace detail
 
