@@ -57,7 +57,6 @@ BASE_JOBS = ["lora16", "lora20", "full", "eval", "neutral20", "adapter20"]
 # JOB-rc: the training job with activation recomputation on both sides (nr --recompute,
 # transformers' gradient_checkpointing_enable), the trade of speed for memory.
 ALL_JOBS = BASE_JOBS + [j + "-rc" for j in BASE_JOBS if j != "eval"]
-TORCH_JOBS = {"lora16", "lora20", "full", "eval", "lora16-rc", "lora20-rc", "full-rc"}
 NR_ONLY = {"neutral20": "neutral", "adapter20": "adapter"}  # nr method; compared with PEFT's lora20
 
 
