@@ -4,6 +4,7 @@
 // tokenizer check and span domains.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -173,6 +174,100 @@ TEST_CASE("bits per byte refuses ids outside the vocabulary and bad settings", "
   CHECK(r.bytes == 0);
   CHECK(r.bpb == 0.0);
   CHECK(r.text_bytes == 2);
+}
+
+// KL(p || q) of two logit rows, computed directly in double (the test's own reference).
+static double kl_of_rows(const float* p_z, const float* q_z, int64_t V) {
+  double mp = p_z[0], mq = q_z[0];
+  for (int64_t v = 1; v < V; ++v) {
+    mp = std::max<double>(mp, p_z[v]);
+    mq = std::max<double>(mq, q_z[v]);
+  }
+  double sp = 0.0, sq = 0.0;
+  for (int64_t v = 0; v < V; ++v) {
+    sp += std::exp(p_z[v] - mp);
+    sq += std::exp(q_z[v] - mq);
+  }
+  double kl = 0.0;
+  for (int64_t v = 0; v < V; ++v) {
+    const double lp = p_z[v] - mp - std::log(sp), lq = q_z[v] - mq - std::log(sq);
+    kl += std::exp(lp) * (lp - lq);
+  }
+  return kl;
+}
+
+TEST_CASE("divergence from a reference: 0 against itself, the KL of the softmaxes otherwise", "[eval][divergence]") {
+  const PieceTokenizer tok;
+  std::string text;
+  for (int i = 0; i < 5; ++i) text += "abxyz\xC3\xA9 le chat, ab c xyz. ";
+  const std::vector<int32_t> ids = tok.encode(text);
+  const std::span<const int32_t> span(ids);
+  const nr::Llama a(micro(259), 5), b(micro(259), 6);
+
+  const nr::DivergenceResult self = nr::divergence(a, a, tok, span, 8, 3);
+  CHECK(self.kl_bpb == 0.0);
+  CHECK(self.kl_bits_per_token == 0.0);
+  CHECK(self.top1_agreement == 1.0);
+  CHECK(self.bpb == self.reference_bpb);
+  // The model's BPB on the way is bits_per_byte's, on the same windows and bytes.
+  const nr::BpbResult bpb_a = nr::bits_per_byte(a, tok, span, 8, 3);
+  CHECK(self.tokens == bpb_a.tokens);
+  CHECK(self.bytes == bpb_a.bytes);
+  CHECK(self.bpb == Approx(bpb_a.bpb).epsilon(1e-12));
+
+  // Two different models: the protocol done here window by window, in double.
+  const nr::DivergenceResult d = nr::divergence(b, a, tok, span, 8, 3);  // KL(a || b)
+  double kl = 0.0;
+  int64_t agree = 0, predicted = 0, bytes = 0;
+  for (size_t start = 0; start + 2 <= ids.size(); start += 8) {
+    const size_t len = std::min<size_t>(8, ids.size() - start);
+    const auto T = static_cast<int64_t>(len - 1);
+    const nr::Indices in(std::vector<int32_t>(ids.begin() + static_cast<std::ptrdiff_t>(start),
+                                              ids.begin() + static_cast<std::ptrdiff_t>(start + len - 1)),
+                         Shape{1, T});
+    nr::NoGrad ng;
+    const std::vector<float> p = a(in).value().to_vector(), q = b(in).value().to_vector();
+    for (int64_t t = 0; t < T; ++t) {
+      const float* pt = p.data() + t * 259;
+      const float* qt = q.data() + t * 259;
+      kl += kl_of_rows(pt, qt, 259);
+      agree += std::max_element(pt, pt + 259) == pt + (std::max_element(qt, qt + 259) - qt) ? 1 : 0;
+      bytes += nr::token_byte_length(tok, ids[start + static_cast<size_t>(t) + 1]);
+    }
+    predicted += T;
+  }
+  REQUIRE(d.tokens == predicted);
+  CHECK(d.bytes == bytes);
+  CHECK(bytes > predicted);  // multi-byte tokens: per byte differs from per token
+  CHECK(d.kl_bpb > 0.0);
+  CHECK(d.kl_bpb == Approx(kl / (static_cast<double>(bytes) * std::log(2.0))).epsilon(1e-5));
+  CHECK(d.kl_bits_per_token == Approx(kl / (static_cast<double>(predicted) * std::log(2.0))).epsilon(1e-5));
+  CHECK(d.top1_agreement == Approx(static_cast<double>(agree) / static_cast<double>(predicted)));
+  CHECK(d.reference_bpb == Approx(bpb_a.bpb).epsilon(1e-6));
+  CHECK(d.bpb == Approx(nr::bits_per_byte(b, tok, span, 8, 3).bpb).epsilon(1e-6));
+  // Batching does not change it beyond rounding.
+  CHECK(nr::divergence(b, a, tok, span, 8, 1).kl_bpb == Approx(d.kl_bpb).epsilon(1e-6));
+  // A uniform model against a: KL(a || uniform) = log V - H(a) per position, > 0.
+  CHECK(nr::divergence(Uniform{259}, a, tok, span, 8, 3).kl_bpb > 0.0);
+}
+
+TEST_CASE("divergence refuses mismatched vocabularies and bad settings", "[eval][divergence][errors]") {
+  const PieceTokenizer tok;
+  const std::vector<int32_t> ids = tok.encode("abxyz ab c xyz ab");
+  const std::span<const int32_t> span(ids);
+  REQUIRE_THROWS_WITH(nr::divergence(Uniform{259}, Uniform{300}, tok, span, 4, 2),
+                      Catch::Contains("reference's logits") && Catch::Contains("259"));
+  REQUIRE_THROWS_WITH(nr::divergence(Uniform{258}, Uniform{259}, tok, span, 4, 2), Catch::Contains("model's logits"));
+  REQUIRE_THROWS_AS(nr::divergence(Uniform{259}, Uniform{259}, tok, span, 1, 2), nr::ValueError);
+  REQUIRE_THROWS_AS(nr::divergence(Uniform{259}, Uniform{259}, tok, span, 4, 0), nr::ValueError);
+  const std::vector<int32_t> bad = {1, 2, 400};
+  REQUIRE_THROWS_WITH(nr::divergence(Uniform{259}, Uniform{259}, tok, std::span<const int32_t>(bad), 4, 2),
+                      Catch::Contains("id 400"));
+  // Nothing to predict: zeros.
+  const std::vector<int32_t> one = {1};
+  const nr::DivergenceResult r = nr::divergence(Uniform{259}, Uniform{259}, tok, std::span<const int32_t>(one), 4, 2);
+  CHECK(r.tokens == 0);
+  CHECK(r.kl_bpb == 0.0);
 }
 
 TEST_CASE("the sampler checks ids against the tokenizer and reads span domains", "[data][sampler]") {

@@ -20,6 +20,12 @@
 // stats.json to --stats-out (default: the adapter or checkpoint directory), and the JSON on
 // stdout gets a "stats" key. For new experts beside the FFN (method experts) it reports per
 // layer the router's mean probability of the new experts, 1 - q_0, on each domain instead.
+//
+// --reference MODEL (any model nr loads, with the same tokenizer; typically the backbone that
+// was extended): also the divergence of the checkpoint's predictions from the reference's on the
+// same windows (nr/eval/divergence.hpp): "kl_bpb" (KL(reference || checkpoint) in bits per byte),
+// "kl_bits_per_token", "top1_agreement" and the reference's own "reference_bpb". How much the
+// extension changed the model on each domain, whether or not the change helped its BPB.
 #pragma once
 
 #include <chrono>
@@ -30,7 +36,7 @@
 namespace nrlab {
 
 struct EvalOptions {
-  std::string checkpoint, adapter, text, corpus, new_domain, original_domain, stats_out;
+  std::string checkpoint, adapter, text, corpus, new_domain, original_domain, stats_out, reference;
   int64_t ctx = 0, batch = 16, eval_tokens = 0;
   bool stats = false;
   int threads = 0;
@@ -58,16 +64,33 @@ inline void register_eval_command(CLI::App& app) {
   c->add_option("--original", o->original_domain, "Original domain for --stats (default: the backbone's, else en)");
   c->add_option("--stats-out", o->stats_out, "Where to write stats.json (default: the adapter / checkpoint dir)");
   text->excludes(stats);
+  c->add_option("--reference", o->reference,
+                 "Also the KL divergence of the predictions from this model's (GGUF, Hugging Face or nr; the same "
+                 "tokenizer), e.g. the backbone: how much the extension changed the model on each text");
   c->add_option("--threads", o->threads, "Threads (default: NR_NUM_THREADS or all)");
   c->callback([o]() {
     apply_threads(o->threads);
     const fs::path dir = o->checkpoint;
+    const nr::recipes::ModelFunction reference = nr::recipes::load_model_function(o->reference);
     with_loaded_model(dir, o->adapter, [&](auto& model, const LoadedInfo& info) {
       using Model = std::decay_t<decltype(model)>;
       // Default window: the model's context, at most 1,024 tokens (a real model's 8,192 would make
       // one window of a few kB of text and cost 8x the attention for little gain).
       const int64_t ctx = nr::recipes::resolve_window(o->ctx > 0 ? std::optional<int64_t>(o->ctx) : std::nullopt, info.config);
       const nr::AnyTokenizer tokenizer = nr::recipes::model_tokenizer(dir);
+      if (reference.forward) nr::recipes::check_same_tokenizer(tokenizer, reference, dir.string());
+      // Adds the divergence from the reference of `ids` to `out` (nothing without --reference).
+      auto add_divergence = [&](std::span<const int32_t> ids, nlohmann::json& out, const std::string& what) {
+        if (!reference.forward) return;
+        const nr::DivergenceResult d =
+            nr::divergence_with(nr::detail::plain_forward(model), reference.forward, tokenizer, ids, ctx, o->batch);
+        out["kl_bpb"] = d.kl_bpb;
+        out["kl_bits_per_token"] = d.kl_bits_per_token;
+        out["top1_agreement"] = d.top1_agreement;
+        out["reference_bpb"] = d.reference_bpb;
+        fmt::print(stderr, "[eval] {}: KL from the reference {:.4f} bit per byte, top-1 agreement {:.1f}% (reference {:.4f} bpb)\n",
+                   what, d.kl_bpb, 100.0 * d.top1_agreement, d.reference_bpb);
+      };
       const nlohmann::json& nr_fields = info.nr_fields;
       std::string corpus_dir = o->corpus;
       if (corpus_dir.empty() && o->text.empty() && o->stats) corpus_dir = nr_fields.value("corpus", "");
@@ -81,15 +104,16 @@ inline void register_eval_command(CLI::App& app) {
         const auto t0 = std::chrono::steady_clock::now();
         const nr::BpbResult r = nr::bits_per_byte(model, tokenizer, std::span<const int32_t>(tokens), ctx, o->batch);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        fmt::print("{}\n", nlohmann::json{{"bpb", r.bpb},
-                                          {"nll_bits", r.nll_bits},
-                                          {"tokens", r.tokens},
-                                          {"bytes", r.bytes},
-                                          {"text_bytes", r.text_bytes},
-                                          {"ctx", ctx},
-                                          {"tokens_per_s", seconds > 0 ? static_cast<double>(r.tokens) / seconds : 0.0},
-                                          {"text", o->text}}
-                               .dump());
+        nlohmann::json out{{"bpb", r.bpb},
+                           {"nll_bits", r.nll_bits},
+                           {"tokens", r.tokens},
+                           {"bytes", r.bytes},
+                           {"text_bytes", r.text_bytes},
+                           {"ctx", ctx},
+                           {"tokens_per_s", seconds > 0 ? static_cast<double>(r.tokens) / seconds : 0.0},
+                           {"text", o->text}};
+        add_divergence(tokens, out, o->text);
+        fmt::print("{}\n", out.dump());
         return 0;
       }
       const std::vector<ValidSet> sets = load_valid_sets(corpus_dir, o->eval_tokens, tokenizer);
@@ -117,6 +141,7 @@ inline void register_eval_command(CLI::App& app) {
       for (const ValidSet& v : sets) {
         all[v.name]["tokens"] = predicted[v.name];
         fmt::print(stderr, "[eval] {}: {:.4f} bpb\n", v.name, all[v.name]["bpb"].template get<double>());
+        add_divergence(v.tokens, all[v.name], v.name);
       }
       if (o->stats) {
         const fs::path where = !o->stats_out.empty() ? fs::path(o->stats_out)

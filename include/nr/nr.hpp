@@ -83,6 +83,7 @@
 #include "nr/tokenize/tokenizer.hpp"
 
 #include "nr/eval/bpb.hpp"
+#include "nr/eval/divergence.hpp"
 #include "nr/data/token_file.hpp"
 #include "nr/eval/generate.hpp"
 #include "nr/eval/multiple_choice.hpp"

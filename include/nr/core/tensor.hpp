@@ -23,6 +23,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <sys/mman.h>
+
 #include <fmt/format.h>
 
 #include "nr/core/error.hpp"
@@ -67,6 +69,10 @@ namespace detail {
 // block has the same alignment, so results never depend on it. The cache holds at most
 // limit() bytes of free blocks (default 4 GiB, or NR_STORAGE_CACHE_MB from the environment);
 // beyond that, freed blocks go back to the system. trim() releases every cached block.
+// Blocks above 1 MiB are mapped from the system (mmap) and unmapped when they go back, not taken
+// from malloc's heap: a stream of ever-different large sizes (the rows routed to each expert,
+// which change every step) fragments that heap until freed memory can no longer be reused, and a
+// 135 M-parameter model with new experts grew by gigabytes a step; mapped blocks always return.
 class StorageCache {
  public:
   static StorageCache& instance() {
@@ -96,10 +102,10 @@ class StorageCache {
         return p;
       }
     }
-    void* p = std::aligned_alloc(64, capacity);
+    void* p = system_alloc(capacity);
     if (!p) {
       trim();  // give the cached blocks back and try once more
-      p = std::aligned_alloc(64, capacity);
+      p = system_alloc(capacity);
       if (!p) throw std::bad_alloc();
     }
     return p;
@@ -114,14 +120,14 @@ class StorageCache {
         return;
       }
     }
-    std::free(p);
+    system_free(p, capacity);
   }
 
   // Frees every cached block.
   void trim() {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto& [size, blocks] : free_)
-      for (void* p : blocks) std::free(p);
+      for (void* p : blocks) system_free(p, size);
     free_.clear();
     cached_bytes_ = 0;
   }
@@ -144,6 +150,20 @@ class StorageCache {
   }
 
  private:
+  static constexpr size_t mapped_above = size_t{1} << 20;  // larger blocks are mapped (see above)
+
+  // A block of `capacity` (a bucket size) bytes, 64-byte aligned (mapped blocks: page aligned);
+  // null when the system has no memory.
+  static void* system_alloc(size_t capacity) {
+    if (capacity <= mapped_above) return std::aligned_alloc(64, capacity);
+    void* p = mmap(nullptr, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+  }
+  static void system_free(void* p, size_t capacity) {
+    if (capacity <= mapped_above) std::free(p);
+    else munmap(p, capacity);
+  }
+
   StorageCache() {
     if (const char* env = std::getenv("NR_STORAGE_CACHE_MB")) {
       char* end = nullptr;

@@ -67,49 +67,64 @@ struct ByteTable {
   int64_t operator()(int32_t id) const { return (*table)[static_cast<size_t>(id)]; }
 };
 
+// The windows of the protocol above for n ids: their starts, grouped into batches of at most
+// `batch` windows of one length (the full windows, then the shorter last one if it has >= 2 ids).
+struct WindowBatch {
+  std::vector<int64_t> starts;
+  int64_t len = 0;
+};
+inline std::vector<WindowBatch> window_batches(int64_t n, int64_t ctx, int64_t batch, const char* what) {
+  if (ctx < 2) throw ValueError(fmt::format("{}: context must be at least 2, got {}", what, ctx));
+  if (batch < 1) throw ValueError(fmt::format("{}: batch must be positive, got {}", what, batch));
+  std::vector<WindowBatch> out;
+  const int64_t full = n / ctx;
+  for (int64_t w = 0; w < full; ++w) {
+    if (w % batch == 0) out.push_back(WindowBatch{{}, ctx});
+    out.back().starts.push_back(w * ctx);
+  }
+  if (n % ctx >= 2) out.push_back(WindowBatch{{full * ctx}, n % ctx});
+  return out;
+}
+
+// The inputs (B, len - 1) and targets (B, len - 1) of windows of length `len` at `starts`.
+inline std::pair<Indices, Indices> window_inputs(std::span<const int32_t> tokens, const std::vector<int64_t>& starts,
+                                                 int64_t len) {
+  const int64_t B = static_cast<int64_t>(starts.size()), T = len - 1;
+  Indices in, tg;
+  in.shape = tg.shape = Shape{B, T};
+  in.data.resize(static_cast<size_t>(B * T));
+  tg.data.resize(static_cast<size_t>(B * T));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const size_t at = static_cast<size_t>(starts[static_cast<size_t>(b)] + t);
+      in.data[static_cast<size_t>(b * T + t)] = tokens[at];
+      tg.data[static_cast<size_t>(b * T + t)] = tokens[at + 1];
+    }
+  return {std::move(in), std::move(tg)};
+}
+
 // Adds the NLL and covered bytes of the windows of length `len` starting at `starts`;
 // forward(ids (B, T)) returns the logits (B, T, V).
 template <class Forward, class Bytes>
 void accumulate_window_nll_with(Forward&& forward, std::span<const int32_t> tokens, const std::vector<int64_t>& starts,
                                 int64_t len, BpbResult& acc, const Bytes& bytes_of) {
   if (len < 2 || starts.empty()) return;
-  const int64_t B = static_cast<int64_t>(starts.size()), T = len - 1;
-  Indices in, tg;
-  in.shape = tg.shape = Shape{B, T};
-  in.data.resize(static_cast<size_t>(B * T));
-  tg.data.resize(static_cast<size_t>(B * T));
+  const auto [in, tg] = window_inputs(tokens, starts, len);
   int64_t bytes = 0;
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t) {
-      const size_t at = static_cast<size_t>(starts[static_cast<size_t>(b)] + t);
-      in.data[static_cast<size_t>(b * T + t)] = tokens[at];
-      tg.data[static_cast<size_t>(b * T + t)] = tokens[at + 1];
-      bytes += bytes_of(tokens[at + 1]);
-    }
+  for (int32_t id : tg.data) bytes += bytes_of(id);
   const Var logits = forward(in);
   for (double nll : cross_entropy_per_token(logits.value(), tg)) acc.nll_nats += nll;
-  acc.tokens += B * T;
+  acc.tokens += static_cast<int64_t>(tg.data.size());
   acc.bytes += bytes;
 }
 
 template <class Forward, class Bytes>
 BpbResult bits_per_byte_with(Forward&& forward, std::span<const int32_t> tokens, int64_t ctx, int64_t batch,
                              const Bytes& bytes_of) {
-  if (ctx < 2) throw ValueError(fmt::format("bits_per_byte: context must be at least 2, got {}", ctx));
-  if (batch < 1) throw ValueError(fmt::format("bits_per_byte: batch must be positive, got {}", batch));
+  const std::vector<WindowBatch> windows = window_batches(static_cast<int64_t>(tokens.size()), ctx, batch, "bits_per_byte");
   NoGrad no_grad;
   BpbResult r;
-  const int64_t n = static_cast<int64_t>(tokens.size());
-  const int64_t full = n / ctx;
-  std::vector<int64_t> starts;
-  for (int64_t w = 0; w < full; ++w) {
-    starts.push_back(w * ctx);
-    if (static_cast<int64_t>(starts.size()) == batch || w + 1 == full) {
-      accumulate_window_nll_with(forward, tokens, starts, ctx, r, bytes_of);
-      starts.clear();
-    }
-  }
-  if (n % ctx >= 2) accumulate_window_nll_with(forward, tokens, {full * ctx}, n % ctx, r, bytes_of);
+  for (const WindowBatch& w : windows) accumulate_window_nll_with(forward, tokens, w.starts, w.len, r, bytes_of);
   r.nll_bits = r.nll_nats / std::log(2.0);
   if (r.bytes > 0) r.bpb = r.nll_nats / (static_cast<double>(r.bytes) * std::log(2.0));
   return r;

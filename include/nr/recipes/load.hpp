@@ -15,12 +15,15 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
 
 #include "nr/ext/adapter_file.hpp"
+#include "nr/data/token_file.hpp"
 #include "nr/ext/backbone.hpp"
 #include "nr/io/checkpoint.hpp"
 #include "nr/recipes/models.hpp"
@@ -204,6 +207,42 @@ inline std::string tokenizer_source(const std::filesystem::path& backbone) {
     if (nr.is_object() && nr.contains("tokenizer")) return nr.value("tokenizer", "");
   }
   return "";
+}
+
+// A model behind a plain function ids (B, T) -> logits (B, T, V), with its tokenizer: for
+// comparing two models whatever their types (nrlab eval --reference, eval/divergence.hpp)
+// without instantiating every pair of model types. Empty `forward`: none loaded.
+struct ModelFunction {
+  std::function<Tensor(const Indices&)> forward;
+  AnyTokenizer tokenizer;
+  std::string source;
+};
+
+// Loads `path` (any model with_loaded_model reads) into a ModelFunction; an empty path gives an
+// empty one.
+inline ModelFunction load_model_function(const std::filesystem::path& path) {
+  ModelFunction m;
+  if (path.empty()) return m;
+  m.source = path.string();
+  m.tokenizer = model_tokenizer(path);
+  with_loaded_model(path, "", [&](auto& model, const LoadedInfo&) {
+    auto owned = std::make_shared<std::decay_t<decltype(model)>>(std::move(model));
+    m.forward = [owned](const Indices& ids) { return (*owned)(ids).value(); };
+    return 0;
+  });
+  return m;
+}
+
+// Refuses to compare the predictions of `model` (tokenizer `tok`) with `reference`'s unless both
+// read text into the same ids: the same vocabulary, token for token (tokenizer_fingerprint).
+template <Tokenizer Tok>
+void check_same_tokenizer(const Tok& tok, const ModelFunction& reference, const std::string& model) {
+  if (tok.vocab_size() != reference.tokenizer.vocab_size() ||
+      tokenizer_fingerprint(tok) != tokenizer_fingerprint(reference.tokenizer))
+    throw ValueError(fmt::format("{} and the reference {} do not share a tokenizer (vocabularies of {} and {} tokens{}): "
+                                 "their predictions cannot be compared token by token", model, reference.source,
+                                 tok.vocab_size(), reference.tokenizer.vocab_size(),
+                                 tok.vocab_size() == reference.tokenizer.vocab_size() ? ", different tokens" : ""));
 }
 
 }  // namespace nr::recipes
