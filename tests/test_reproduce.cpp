@@ -100,7 +100,7 @@ TEST_CASE("every table lists its runs, rows and columns as the paper's", "[repro
       REQUIRE(row.cells.size() == t.headers.size());
       for (const Cell& c : row.cells) {
         CHECK(known.count(c.run) == 1);
-        CHECK((c.metric.rfind("bpb:", 0) == 0 || c.metric.rfind("mc:", 0) == 0));
+        CHECK((c.metric.rfind("bpb:", 0) == 0 || c.metric.rfind("mc:", 0) == 0 || c.metric.rfind("kl:", 0) == 0));
         if (c.metric.rfind("mc:", 0) == 0) CHECK(t.tasks);
       }
     }
@@ -128,18 +128,22 @@ TEST_CASE("table 1 sweeps p for vanilla adapters; table 2 crosses four methods w
 
   const TableSpec t2 = table_spec("table2");
   CHECK(t2.figure1 == "points");
-  CHECK(t2.headers == std::vector<std::string>{"EN (p=0)", "FR (p=0)", "EN (p=0.1)", "FR (p=0.1)"});
+  CHECK(t2.headers == std::vector<std::string>{"EN (p=0)", "FR (p=0)", "EN KL (p=0)", "EN (p=0.1)", "FR (p=0.1)",
+                                               "EN KL (p=0.1)"});
   const std::vector<std::string> methods = {"finetune", "lora", "adapter", "neutral"};
   for (size_t i = 0; i < methods.size(); ++i) {
     const Row& row = t2.rows[i];
     CHECK(row.labels[0] == method_label(methods[i]));
     const RunSpec& a = run_with_id(t2, row.cells[0].run);
-    const RunSpec& b = run_with_id(t2, row.cells[2].run);
+    const RunSpec& b = run_with_id(t2, row.cells[3].run);
     CHECK(a.method == methods[i]);
     CHECK(a.p == 0.0);
     CHECK(b.p == 0.1);
     CHECK(row.cells[0].metric == "bpb:en-ood");
     CHECK(row.cells[1].metric == "bpb:fr");
+    CHECK(row.cells[2].metric == "kl:en-ood");
+    CHECK(row.cells[2].run == a.id);
+    CHECK(divergence_domains(t2, b.id) == std::vector<std::string>{"en-ood"});
     CHECK(a.series.empty());                  // Figure 1 shows the p = 0.1 runs
     CHECK(b.series == method_label(methods[i]));
     CHECK(b.figure3 == (methods[i] == "adapter" || methods[i] == "neutral"));
@@ -152,7 +156,7 @@ TEST_CASE("table 1 sweeps p for vanilla adapters; table 2 crosses four methods w
 
 TEST_CASE("table 2 with chosen mix rates: one column pair per p, the largest p plotted", "[reproduce][tables]") {
   const TableSpec t = table_spec("table2", false, {}, {0.1});
-  CHECK(t.headers == std::vector<std::string>{"EN (p=0.1)", "FR (p=0.1)"});
+  CHECK(t.headers == std::vector<std::string>{"EN (p=0.1)", "FR (p=0.1)", "EN KL (p=0.1)"});
   CHECK(t.runs.size() == 4);
   CHECK_THAT(t.title, Catch::Contains("mix rate p = 0.1"));
   const TableSpec both = table_spec("table2");
@@ -162,27 +166,27 @@ TEST_CASE("table 2 with chosen mix rates: one column pair per p, the largest p p
     CHECK(r.figure3 == (r.method == "adapter" || r.method == "neutral"));
     CHECK(ids_of(both).count(r.id) == 1);  // the same runs as the full table's p = 0.1 column
   }
-  for (const Row& row : t.rows) CHECK(row.cells.size() == 2);
+  for (const Row& row : t.rows) CHECK(row.cells.size() == 3);
   const TableSpec three = table_spec("table2", false, {}, {0.0, 0.01, 0.1});
   CHECK(three.runs.size() == 12);
-  CHECK(three.headers.size() == 6);
+  CHECK(three.headers.size() == 9);
   CHECK_THROWS_WITH(table_spec("table2", false, {}, {1.0}), Catch::Contains("p = 1 is not in [0, 1)"));
   CHECK_THROWS_AS(table_spec("table2", false, {}, {}), nr::ValueError);
 }
 
-TEST_CASE("table 2 --extra-methods adds rows for new experts and MIGU, the default table is unchanged", "[reproduce][tables]") {
+TEST_CASE("table 2 --extra-methods adds rows for gated-sigmoid, new experts and MIGU, the default table is unchanged", "[reproduce][tables]") {
   const TableSpec plain = table_spec("table2");
   const TableSpec t = table_spec("table2", true);
   REQUIRE(plain.rows.size() == 5);
-  REQUIRE(t.rows.size() == plain.rows.size() + 3);
-  CHECK(t.runs.size() == plain.runs.size() + 6);
+  REQUIRE(t.rows.size() == plain.rows.size() + 4);
+  CHECK(t.runs.size() == plain.runs.size() + 8);
   for (size_t i = 0; i < 4; ++i) CHECK(t.rows[i].labels == plain.rows[i].labels);
-  const std::vector<std::string> extra = {"experts", "migu-finetune", "migu-lora"};
+  const std::vector<std::string> extra = {"gated-sigmoid", "experts", "migu-finetune", "migu-lora"};
   for (size_t i = 0; i < extra.size(); ++i) {
     const Row& row = t.rows[4 + i];
     CHECK(row.labels[0] == method_label(extra[i]));
     const RunSpec& a = run_with_id(t, row.cells[0].run);
-    const RunSpec& b = run_with_id(t, row.cells[2].run);
+    const RunSpec& b = run_with_id(t, row.cells[3].run);
     CHECK(a.method == extra[i]);
     CHECK(b.method == extra[i]);
     CHECK(a.p == 0.0);

@@ -23,9 +23,10 @@
 //
 // --reference MODEL (any model nr loads, with the same tokenizer; typically the backbone that
 // was extended): also the divergence of the checkpoint's predictions from the reference's on the
-// same windows (nr/eval/divergence.hpp): "kl_bpb" (KL(reference || checkpoint) in bits per byte),
-// "kl_bits_per_token", "top1_agreement" and the reference's own "reference_bpb". How much the
-// extension changed the model on each domain, whether or not the change helped its BPB.
+// same windows (nr/eval/divergence.hpp), as "divergence": {"kl_bpb" (KL(reference || checkpoint)
+// in bits per byte), "kl_bits_per_token", "top1_agreement", the reference's own "reference_bpb",
+// ...}. How much the extension changed the model on each domain, whether or not the change
+// helped its BPB.
 #pragma once
 
 #include <chrono>
@@ -83,11 +84,8 @@ inline void register_eval_command(CLI::App& app) {
       auto add_divergence = [&](std::span<const int32_t> ids, nlohmann::json& out, const std::string& what) {
         if (!reference.forward) return;
         const nr::DivergenceResult d =
-            nr::divergence_with(nr::detail::plain_forward(model), reference.forward, tokenizer, ids, ctx, o->batch);
-        out["kl_bpb"] = d.kl_bpb;
-        out["kl_bits_per_token"] = d.kl_bits_per_token;
-        out["top1_agreement"] = d.top1_agreement;
-        out["reference_bpb"] = d.reference_bpb;
+            nr::divergence_with([&model](const nr::Indices& ids) { return model(ids); }, reference.forward, tokenizer, ids, ctx, o->batch);
+        out["divergence"] = nr::recipes::divergence_json(d);
         fmt::print(stderr, "[eval] {}: KL from the reference {:.4f} bit per byte, top-1 agreement {:.1f}% (reference {:.4f} bpb)\n",
                    what, d.kl_bpb, 100.0 * d.top1_agreement, d.reference_bpb);
       };

@@ -3,7 +3,7 @@
 // this file parses, lists and prints).
 //
 //   nrlab reproduce table2 --preset quick --corpus cache/corpus     the demo (minutes on 2 cores)
-//   nrlab reproduce table2 --extra-methods                          + new experts, MIGU rows
+//   nrlab reproduce table2 --extra-methods                          + gated-sigmoid, new experts, MIGU rows
 //   nrlab reproduce table8 --preset quick                           Figure 1's curves
 //   nrlab reproduce all --preset paper --runs runs                  everything, as big as a CPU allows
 //   nrlab reproduce table4 --list                                   the runs and their state
@@ -126,7 +126,7 @@ inline void register_reproduce_command(CLI::App& app) {
       ->delimiter(',')
       ->expected(1, 4);
   c->add_flag("--extra-methods", o->extra_methods,
-              "Table 2 also gets rows for new experts (ModuleFormer), MIGU finetuning and MIGU LoRA");
+              "Table 2 also gets rows for sigmoid-gated adapters, new experts (ModuleFormer), MIGU finetuning and MIGU LoRA");
   c->callback([cmd]() {
     const int rc = run_reproduce_command(*cmd);
     if (rc != 0) throw CLI::RuntimeError(rc);

@@ -24,6 +24,7 @@
 #include "nr/data/domain_tokens.hpp"
 #include "nr/tokenize/tokenizer.hpp"
 #include "nr/eval/bpb.hpp"
+#include "nr/eval/divergence.hpp"
 #include "nr/ext/adapter.hpp"
 #include "nr/ext/new_experts.hpp"
 
@@ -138,6 +139,14 @@ nlohmann::json evaluate_domains(const Model& model, const std::vector<ValidSet>&
     *stats_out = {{"original_domain", original_domain}, {"new_domain", new_domain}, {"domains", domains}};
   }
   return bpb;
+}
+
+// The divergence of a model from a reference on one text as JSON (results.json "divergence",
+// nrlab eval --reference).
+inline nlohmann::json divergence_json(const DivergenceResult& d) {
+  return {{"kl_bpb", d.kl_bpb},         {"kl_bits_per_token", d.kl_bits_per_token},
+          {"top1_agreement", d.top1_agreement}, {"reference_bpb", d.reference_bpb},
+          {"bpb", d.bpb},               {"tokens", d.tokens}};
 }
 
 }  // namespace nr::recipes

@@ -9,7 +9,9 @@
 // 3. Every run of the table is executed in-process by run_extend (extend.hpp) into
 //    RUNS/ext/<run id>: finished runs are reused (also across tables), interrupted ones resume
 //    from their training state.
-// 4. RUNS/<table>/ receives results.md, results.csv, results.json, curves.svg (training loss of
+// 4. Runs whose cells show their divergence from the backbone (table 2's "EN KL", metric kl:D)
+//    get it in results.json "divergence" by loading the run and its backbone (once per table).
+// 5. RUNS/<table>/ receives results.md, results.csv, results.json, curves.svg (training loss of
 //    every run), figure1.svg (tables 2 and 8), figure3.svg (gate_proj spectra) and, for a preset
 //    with a sample prompt, generations.md (the prompt continued greedily by every model).
 // RUNS is runs / PRESET; overridden preset numbers make the preset "custom" (RUNS = runs/custom);
@@ -47,7 +49,7 @@ namespace nr::recipes {
 
 struct ReproduceOptions {
   std::string preset = "quick", corpus = "cache/corpus", runs = "runs";
-  bool extra_methods = false;  // table 2 also runs experts, migu-finetune and migu-lora
+  bool extra_methods = false;  // table 2 also runs gated-sigmoid, experts, migu-finetune and migu-lora
   std::vector<double> table2_p = {0.0, 0.1};  // table 2's mix rates (its column pairs)
   std::string backbone = "";   // a pretrained English model to extend (GGUF / HF / nr; empty: the preset's)
   std::optional<int64_t> ctx = std::nullopt;  // override of the window (a custom preset)
@@ -263,6 +265,48 @@ inline void complete_mc(const RunSpec& r, const Preset& preset, const ReproduceO
   write_file_atomic(dir / "results.json", results.dump(2) + "\n");
 }
 
+// The domains of the table's "kl:D" cells for run `id` (the divergence it needs).
+inline std::vector<std::string> divergence_domains(const TableSpec& t, const std::string& id) {
+  std::vector<std::string> d;
+  for (const Row& row : t.rows)
+    for (const Cell& c : row.cells)
+      if (c.run == id && c.metric.rfind("kl:", 0) == 0 && std::find(d.begin(), d.end(), c.metric.substr(3)) == d.end())
+        d.push_back(c.metric.substr(3));
+  return d;
+}
+
+// Adds to a finished run the divergence of its predictions from its backbone's on `domains`
+// (results.json "divergence", eval/divergence.hpp) by loading it, unless it is there for the
+// preset's evaluation size. `backbone` is loaded on first use and kept for the next runs.
+inline void complete_divergence(const RunSpec& r, const std::vector<std::string>& domains, const Preset& preset,
+                                const ReproduceOptions& o, const std::filesystem::path& root,
+                                const std::filesystem::path& dir, nlohmann::json& results, ModelFunction& backbone) {
+  if (domains.empty()) return;
+  const bool same_size = results.value("divergence_eval_tokens", int64_t{-2}) == preset.eval_tokens;
+  if (same_size && std::all_of(domains.begin(), domains.end(), [&](const std::string& d) {
+        return metric_value(results, "kl:" + d).has_value();
+      }))
+    return;
+  message(o.on_message, fmt::format("[reproduce] divergence of {} from its backbone on {}", r.id, fmt::join(domains, ", ")));
+  if (!backbone.forward) backbone = load_model_function(backbone_path(r.backbone, preset, root));
+  const AnyTokenizer tokenizer = model_tokenizer(dir);
+  check_same_tokenizer(tokenizer, backbone, dir.string());
+  std::vector<ValidSet> sets = load_valid_sets(o.corpus, preset.eval_tokens, tokenizer);
+  std::erase_if(sets, [&](const ValidSet& v) { return std::find(domains.begin(), domains.end(), v.name) == domains.end(); });
+  if (sets.size() != domains.size())
+    throw IoError(fmt::format("{}: the corpus lacks one of the domains {}", o.corpus, fmt::join(domains, ", ")));
+  if (!same_size) results["divergence"] = nlohmann::json::object();
+  with_loaded_model(dir, "", [&](auto& model, const LoadedInfo& info) {
+    const int64_t ctx = run_window(preset, info.config);
+    for (const ValidSet& v : sets)
+      results["divergence"][v.name] = divergence_json(
+          divergence_with([&model](const Indices& ids) { return model(ids); }, backbone.forward, tokenizer, v.tokens, ctx, 16));
+    return 0;
+  });
+  results["divergence_eval_tokens"] = preset.eval_tokens;
+  write_file_atomic(dir / "results.json", results.dump(2) + "\n");
+}
+
 inline ExtendOptions extend_options(const RunSpec& r, const Preset& preset, const ReproduceOptions& o,
                                     const std::filesystem::path& root, const std::filesystem::path& dir, bool tasks, size_t k, size_t n) {
   ExtendOptions e;
@@ -453,6 +497,10 @@ inline TableOutcome reproduce_table(const std::string& name, const ReproduceOpti
   for (const auto& [id, j] : outcome.results) results[id] = j;
   if (t.tasks)
     for (const RunSpec& r : t.runs) complete_mc(r, preset, o, run_dir(root, r.id), results[r.id]);
+  ModelFunction backbone;  // loaded by the first run that needs its divergence
+  for (const RunSpec& r : t.runs)
+    if (results.count(r.id))
+      complete_divergence(r, divergence_domains(t, r.id), preset, o, root, run_dir(root, r.id), results[r.id], backbone);
 
   const std::filesystem::path out = root / t.name;
   std::filesystem::create_directories(out);

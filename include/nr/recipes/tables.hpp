@@ -212,7 +212,7 @@ inline void check_finished_run(const RunSpec& r, const Preset& preset, const nlo
 
 struct Cell {
   std::string run;     // run id, or "backbone-en" / "backbone-ml"
-  std::string metric;  // "bpb:DOMAIN" or "mc:LANG"
+  std::string metric;  // "bpb:DOMAIN", "kl:DOMAIN" (divergence from the backbone) or "mc:LANG"
 };
 
 struct Row {
@@ -266,6 +266,10 @@ inline std::vector<Cell> cells(const std::string& run, const std::vector<std::st
 }
 
 inline std::vector<std::string> bpb_metrics(const std::string& lang) { return {"bpb:en-ood", "bpb:" + lang}; }
+// The BPB pair and how far English moved from the backbone (table 2).
+inline std::vector<std::string> bpb_and_change(const std::string& lang) {
+  return {"bpb:en-ood", "bpb:" + lang, "kl:en-ood"};
+}
 inline std::vector<std::string> bpb_and_tasks(const std::string& lang) {
   return {"bpb:en-ood", "bpb:" + lang, "mc:en", "mc:" + lang};
 }
@@ -277,9 +281,10 @@ inline std::vector<std::string> bpb_task_headers(const std::string& lang) {
 
 }  // namespace detail
 
-// The methods of ModuleFormer and MIGU that `--extra-methods` adds to table 2.
+// The methods beyond the paper's Table 2 that `--extra-methods` adds to it: sigmoid-gated adapters
+// (the paper's Table 6 gate), ModuleFormer's new experts and MIGU.
 inline const std::vector<std::string>& extra_table_methods() {
-  static const std::vector<std::string> m = {"experts", "migu-finetune", "migu-lora"};
+  static const std::vector<std::string> m = {"gated-sigmoid", "experts", "migu-finetune", "migu-lora"};
   return m;
 }
 
@@ -315,11 +320,14 @@ inline TableSpec table_spec(const std::string& name, bool extra_methods = false,
     t.title = fmt::format("Table 2: training with {}, learning French",
                           table2_p == std::vector<double>{0.0, 0.1} ? "new data only (p = 0) or mixed data (p = 0.1)"
                                                                    : "the mix rate " + ps);
-    t.caption = "BPB on en-ood (forgetting, EN) and fr (learning, FR) at the end of training; lower is better.";
+    t.caption = "BPB on en-ood (forgetting, EN) and fr (learning, FR) at the end of training; lower is better. EN KL: "
+                "how far the model's English predictions moved from the backbone's, KL(backbone || model) on en-ood "
+                "in bits per byte (0: English untouched; eval/divergence.hpp).";
     t.label_headers = {"Method"};
     for (double p : table2_p) {
       t.headers.push_back(fmt::format("EN (p={})", num(p)));
       t.headers.push_back(fmt::format("FR (p={})", num(p)));
+      t.headers.push_back(fmt::format("EN KL (p={})", num(p)));
     }
     t.backbones = {"en"};
     t.figure1 = "points";
@@ -335,13 +343,13 @@ inline TableSpec table_spec(const std::string& name, bool extra_methods = false,
           r.series = method_label(m);
           r.figure3 = m == "adapter" || m == "neutral";
         }
-        for (const Cell& x : cells(add_run(t, r), detail::bpb_metrics("fr"))) c.push_back(x);
+        for (const Cell& x : cells(add_run(t, r), detail::bpb_and_change("fr"))) c.push_back(x);
       }
       t.rows.push_back({{method_label(m)}, c});
     }
     std::vector<Cell> c;
     for (size_t k = 0; k < table2_p.size(); ++k)
-      for (const Cell& x : cells(backbone_id("en"), detail::bpb_metrics("fr"))) c.push_back(x);
+      for (const Cell& x : cells(backbone_id("en"), detail::bpb_and_change("fr"))) c.push_back(x);
     t.rows.push_back({{"Pretrained model"}, c});
   } else if (name == "table3") {
     t.title = "Table 3: impact of the number of extra weights (neutral residues, learning French)";
@@ -537,8 +545,8 @@ inline RunnerOutcome run_table(const std::vector<RunSpec>& runs, const std::file
 // ---- values and formatting ----------------------------------------------------------------
 
 // The value of a metric in a run's results (results.json of a run, eval.json of a backbone):
-// bpb:D -> valid_bpb[D]; mc:L -> 100 * mc[L].acc_norm; mcacc:L -> 100 * mc[L].acc; chance:L ->
-// 100 * mc[L].chance. Empty when absent.
+// bpb:D -> valid_bpb[D]; kl:D -> divergence[D].kl_bpb; mc:L -> 100 * mc[L].acc_norm; mcacc:L ->
+// 100 * mc[L].acc; chance:L -> 100 * mc[L].chance. Empty when absent.
 inline std::optional<double> metric_value(const nlohmann::json& results, const std::string& metric) {
   const size_t colon = metric.find(':');
   if (colon == std::string::npos) return std::nullopt;
@@ -546,6 +554,11 @@ inline std::optional<double> metric_value(const nlohmann::json& results, const s
   if (kind == "bpb") {
     const auto v = results.find("valid_bpb");
     if (v != results.end() && v->is_object() && v->contains(key) && (*v)[key].is_number()) return (*v)[key].get<double>();
+  } else if (kind == "kl") {
+    const auto d = results.find("divergence");
+    if (d != results.end() && d->is_object() && d->contains(key) && (*d)[key].is_object() &&
+        (*d)[key].contains("kl_bpb") && (*d)[key]["kl_bpb"].is_number())
+      return (*d)[key]["kl_bpb"].get<double>();
   } else if (kind == "mc" || kind == "mcacc" || kind == "chance") {
     const auto m = results.find("mc");
     if (m != results.end() && m->is_object() && m->contains(key)) {
@@ -582,6 +595,7 @@ inline std::string format_value(const std::string& metric, std::optional<double>
                                 std::optional<double> stderr_percent = std::nullopt) {
   if (!v) return "-";
   if (metric.rfind("bpb:", 0) == 0) return fmt::format("{:.3f}", *v);
+  if (metric.rfind("kl:", 0) == 0) return fmt::format("{:.4f}", *v);
   return stderr_percent ? fmt::format("{:.1f} ± {:.1f}", *v, *stderr_percent) : fmt::format("{:.1f}", *v);
 }
 
@@ -633,18 +647,22 @@ inline std::string csv_number(const nlohmann::json& j, const char* key) {
   return it != j.end() && it->is_number() ? fmt::format("{:.6g}", it->get<double>()) : "";
 }
 
-// One line per run (backbones first): settings, BPB of every evaluated domain, multiple-choice
+// One line per run (backbones first): settings, BPB of every evaluated domain, the divergence
+// from the backbone where measured (kl_<domain>, bits per byte), multiple-choice
 // acc, acc_norm, acc_norm's standard error and chance per language (%), time and speed.
 inline std::string format_csv(const TableSpec& t, const std::map<std::string, nlohmann::json>& results) {
-  std::set<std::string> domains, langs;
+  std::set<std::string> domains, kl_domains, langs;
   for (const auto& [id, j] : results) {
     if (j.contains("valid_bpb") && j["valid_bpb"].is_object())
       for (auto it = j["valid_bpb"].begin(); it != j["valid_bpb"].end(); ++it) domains.insert(it.key());
+    if (j.contains("divergence") && j["divergence"].is_object())
+      for (auto it = j["divergence"].begin(); it != j["divergence"].end(); ++it) kl_domains.insert(it.key());
     if (j.contains("mc") && j["mc"].is_object())
       for (auto it = j["mc"].begin(); it != j["mc"].end(); ++it) langs.insert(it.key());
   }
   std::string s = "run,backbone,new,method,gate,init,alpha,bce_weight,extra,p,lr,steps,batch";
   for (const std::string& d : domains) s += ",bpb_" + d;
+  for (const std::string& d : kl_domains) s += ",kl_" + d;
   for (const std::string& l : langs) s += ",mc_acc_" + l + ",mc_acc_norm_" + l + ",mc_acc_norm_se_" + l + ",mc_chance_" + l;
   s += ",train_seconds,tokens_per_second\n";
   auto line = [&](const std::string& id, const RunSpec* r) {
@@ -660,6 +678,10 @@ inline std::string format_csv(const TableSpec& t, const std::map<std::string, nl
                        csv_number(j, "pretrain_batch"));
     for (const std::string& d : domains) {
       const auto v = metric_value(j, "bpb:" + d);
+      s += "," + (v ? fmt::format("{:.6f}", *v) : std::string());
+    }
+    for (const std::string& d : kl_domains) {
+      const auto v = metric_value(j, "kl:" + d);
       s += "," + (v ? fmt::format("{:.6f}", *v) : std::string());
     }
     auto pct = [](std::optional<double> v) { return v ? fmt::format("{:.2f}", *v) : std::string(); };
