@@ -9,7 +9,8 @@
 #      pages) into cache/prose, skipped when cache/prose/manifest.json exists
 #   4. nrlab reproduce table2 --preset smol --p 0.1: finetuning, LoRA, vanilla adapters and
 #      neutral residues at 20 % extra weights, each trained on French with 10 % English-like text
-#      (BF16 products where the CPU has AVX512_BF16); prints the table and the French prompt
+#      (BF16 products where the CPU has AVX512_BF16); prints the table (French and English bits
+#      per byte, and how far English moved from the backbone: EN KL) and the French prompt
 #      continued by the backbone and by every extended model, and writes
 #      runs/smol/table2/{results.md,results.csv,results.json,figure1.svg,figure3.svg,curves.svg,
 #      generations.md}

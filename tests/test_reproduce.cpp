@@ -506,6 +506,16 @@ TEST_CASE("Figure 1 joins each method's runs in learning-rate order and marks th
   CHECK(plot.series[1].label == "Backbone");
   CHECK(plot.series[1].points == std::vector<std::pair<double, double>>{{3.0, 4.0}});
   CHECK_FALSE(plot.series[1].line);
+  // Against the divergence from the backbone: the runs' kl:en-ood, the backbone at 0.
+  for (auto& [id, j] : results)
+    if (id != "backbone-en") j["divergence"] = {{"en-ood", {{"kl_bpb", 0.5 * metric_value(j, "bpb:en-ood").value()}}}};
+  const nr::SvgPlot by_kl = figure1(t, results, "kl:en-ood");
+  REQUIRE(by_kl.series.size() == 2);
+  REQUIRE(by_kl.series[0].points.size() == 4);
+  CHECK(by_kl.series[0].points[0].first == Approx(0.5 * plot.series[0].points[0].first));
+  CHECK(by_kl.series[0].points[0].second == plot.series[0].points[0].second);
+  CHECK(by_kl.series[1].points == std::vector<std::pair<double, double>>{{0.0, 4.0}});
+  CHECK_THAT(by_kl.xlabel, Catch::Contains("KL"));
   const std::string svg = side_by_side({plot, plot});
   CHECK(svg.rfind("<?xml", 0) == 0);
   CHECK(svg.find("<?xml", 1) == std::string::npos);  // one XML declaration

@@ -732,15 +732,20 @@ inline nlohmann::json table_json(const TableSpec& t, const Preset& preset,
 // ---- figures ------------------------------------------------------------------------------
 
 // Figure 1: x = en-ood BPB (forgetting), y = new-language BPB (learning); one point per run of a
-// series (a method), joined in learning-rate order; the backbone as its own marker.
-inline SvgPlot figure1(const TableSpec& t, const std::map<std::string, nlohmann::json>& results) {
+// series (a method), joined in learning-rate order; the backbone as its own marker. With
+// `forgetting` = "kl:en-ood" the x axis is how far English moved from the backbone instead (the
+// backbone at 0, its divergence from itself).
+inline SvgPlot figure1(const TableSpec& t, const std::map<std::string, nlohmann::json>& results,
+                       const std::string& forgetting = "bpb:en-ood") {
+  const bool kl = forgetting.rfind("kl:", 0) == 0;
   SvgPlot plot;
   plot.title = t.figure1 == "curves"
                    ? fmt::format("Learning or forgetting? Four learning rates per method (learning {})", t.new_domain)
                    : fmt::format("Learning or forgetting? One run per method, p = 0.1 (learning {})", t.new_domain);
-  plot.xlabel = "forgetting: en-ood BPB (lower is better)";
+  plot.xlabel = kl ? "change of English: KL(backbone || model) on en-ood, bits per byte"
+                   : "forgetting: en-ood BPB (lower is better)";
   plot.ylabel = fmt::format("learning: {} BPB (lower is better)", t.new_domain);
-  const std::string xm = "bpb:en-ood", ym = "bpb:" + t.new_domain;
+  const std::string xm = forgetting, ym = "bpb:" + t.new_domain;
   std::vector<std::string> order;
   std::map<std::string, std::vector<std::pair<double, std::pair<double, double>>>> by_series;  // lr -> point
   for (const RunSpec& r : t.runs) {
@@ -762,7 +767,7 @@ inline SvgPlot figure1(const TableSpec& t, const std::map<std::string, nlohmann:
   for (const std::string& bb : t.backbones) {
     const auto it = results.find(backbone_id(bb));
     if (it == results.end()) continue;
-    const auto x = metric_value(it->second, xm), y = metric_value(it->second, ym);
+    const auto x = kl ? std::optional<double>(0.0) : metric_value(it->second, xm), y = metric_value(it->second, ym);
     if (x && y)
       plot.series.push_back(SvgSeries{.label = bb == "en" ? "Backbone" : "Backbone (ML)", .points = {{*x, *y}},
                                           .line = false, .markers = true, .color = "#000000"});
