@@ -290,6 +290,9 @@ TEST_CASE("table 7 maps the paper's alphas; table 8 keeps the paper's learning-r
   const TableSpec t8 = table_spec("table8");
   CHECK(t8.figure1 == "curves");
   CHECK(t8.rows[0].labels == std::vector<std::string>{"Backbone", "0"});
+  CHECK(t8.headers == std::vector<std::string>{"EN BPB", "FR BPB", "EN tasks", "FR tasks", "EN KL"});
+  CHECK(t8.rows[1].cells.back().metric == "kl:en-ood");
+  CHECK(divergence_domains(t8, t8.runs[0].id) == std::vector<std::string>{"en-ood"});
   std::map<std::string, std::vector<double>> ratios;
   for (const RunSpec& r : t8.runs) {
     ratios[r.method].push_back(r.lr / nrlab::default_lr(r.method));
