@@ -84,7 +84,7 @@ inline void register_eval_command(CLI::App& app) {
       auto add_divergence = [&](std::span<const int32_t> ids, nlohmann::json& out, const std::string& what) {
         if (!reference.forward) return;
         const nr::DivergenceResult d =
-            nr::divergence_with([&model](const nr::Indices& ids) { return model(ids); }, reference.forward, tokenizer, ids, ctx, o->batch);
+            nr::divergence_with([&model](const nr::Indices& in) { return model(in); }, reference.forward, tokenizer, ids, ctx, o->batch);
         out["divergence"] = nr::recipes::divergence_json(d);
         fmt::print(stderr, "[eval] {}: KL from the reference {:.4f} bit per byte, top-1 agreement {:.1f}% (reference {:.4f} bpb)\n",
                    what, d.kl_bpb, 100.0 * d.top1_agreement, d.reference_bpb);

@@ -22,8 +22,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "nr/ext/adapter_file.hpp"
 #include "nr/data/token_file.hpp"
+#include "nr/ext/adapter_file.hpp"
 #include "nr/ext/backbone.hpp"
 #include "nr/io/checkpoint.hpp"
 #include "nr/recipes/models.hpp"
