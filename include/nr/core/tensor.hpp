@@ -58,6 +58,19 @@ inline float float_from_bf16_bits(uint16_t b) {
 
 namespace detail {
 
+// Whether this build runs under AddressSanitizer (GCC defines the macro, clang has the feature).
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool address_sanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool address_sanitizer = true;
+#else
+inline constexpr bool address_sanitizer = false;
+#endif
+#else
+inline constexpr bool address_sanitizer = false;
+#endif
+
 // A size-bucketed cache of freed CPU storage blocks, so that the steady state of a training loop
 // (the same activation and gradient shapes every step) allocates nothing from the system: a block
 // freed by one step is handed out again in the next, without page faults or zero-filling by the
@@ -73,6 +86,8 @@ namespace detail {
 // from malloc's heap: a stream of ever-different large sizes (the rows routed to each expert,
 // which change every step) fragments that heap until freed memory can no longer be reused, and a
 // 135 M-parameter model with new experts grew by gigabytes a step; mapped blocks always return.
+// Under AddressSanitizer every block comes from malloc instead, so that the sanitizer guards it
+// with redzones and sees every allocation (tests track the largest one a hostile file causes).
 class StorageCache {
  public:
   static StorageCache& instance() {
@@ -150,7 +165,8 @@ class StorageCache {
   }
 
  private:
-  static constexpr size_t mapped_above = size_t{1} << 20;  // larger blocks are mapped (see above)
+  // Larger blocks are mapped (see above); none under AddressSanitizer.
+  static constexpr size_t mapped_above = address_sanitizer ? SIZE_MAX : size_t{1} << 20;
 
   // A block of `capacity` (a bucket size) bytes, 64-byte aligned (mapped blocks: page aligned);
   // null when the system has no memory.
