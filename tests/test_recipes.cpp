@@ -337,6 +337,39 @@ TEST_CASE("extend a Hugging Face directory with its own tokenizer: cached token 
     CHECK(state.tensors.size() == 3 * weights);  // each trained weight and its two AdamW moments
   }
 
+  SECTION("a saved model as a function (the reference of divergences), and the tokenizer check") {
+    const ModelFunction m = load_model_function(root / "straight");
+    CHECK(m.source == (root / "straight").string());
+    CHECK(m.tokenizer.encode(" lest on") == std::vector<int32_t>{257, 259, 32, 258});
+    const std::vector<int32_t> ids = tok.encode("le chat dort sur les tapis.");
+    const nr::Indices in(ids, nr::Shape{1, static_cast<int64_t>(ids.size())});
+    const nr::Tensor got = m.forward(in);
+    with_loaded_model(root / "straight", "", [&](auto& model, const LoadedInfo&) {
+      const nr::Tensor want = model(in).value();
+      REQUIRE(got.shape() == want.shape());
+      for (int64_t i = 0; i < want.numel(); ++i) REQUIRE(got.data()[i] == want.data()[i]);
+      return 0;
+    });
+    CHECK_FALSE(load_model_function("").forward);  // no path: no reference
+    CHECK_NOTHROW(check_same_tokenizer(tok, m, "the model"));
+    CHECK_THROWS_WITH(check_same_tokenizer(nr::ByteTokenizer{}, m, "the byte model"),
+                      Catch::Contains("the byte model and the reference") && Catch::Contains("256 and 260 tokens") &&
+                          Catch::Contains("do not share a tokenizer"));
+    // The same number of tokens, one of them different: refused too.
+    std::string other = tiny_tokenizer_json();
+    const std::string from = "\"on\":258";
+    REQUIRE(other.find(from) != std::string::npos);
+    other.replace(other.find(from), from.size(), "\"no\":258");
+    std::string merges_from = "[\"o\",\"n\"]";
+    REQUIRE(other.find(merges_from) != std::string::npos);
+    other.replace(other.find(merges_from), merges_from.size(), "[\"n\",\"o\"]");
+    std::ofstream(root / "other.json") << other;
+    const nr::BpeTokenizer renamed = nr::load_tokenizer_json(root / "other.json");
+    REQUIRE(renamed.vocab_size() == 260);
+    CHECK_THROWS_WITH(check_same_tokenizer(renamed, m, "the model"),
+                      Catch::Contains("vocabularies of 260 and 260 tokens, different tokens"));
+  }
+
   SECTION("a run stopped after step 1 and resumed ends with the same weights as a straight run") {
     o.out = (root / "resumed").string();
     std::atomic<int> stop{15};  // as if SIGTERM arrived during step 1

@@ -15,8 +15,12 @@
 // Local losses (Section 3, "Adapter gating & local loss"), pushed into the forward context:
 //   l1:   alpha * mean |y| over the tokens of original-domain sequences only, pushing the
 //         residue to zero on the old distribution (neutral residues);
-//   BCE:  for the sigmoid gate, w_bce * BCE(z, target) with target 0 on original-domain tokens
-//         and 1 on new-domain tokens: the gate becomes an explicit old/new domain classifier.
+//   BCE:  for the sigmoid gate, (w_bce / L) * BCE(z, target) with target 0 on original-domain
+//         tokens and 1 on new-domain tokens: the gate becomes an explicit old/new domain
+//         classifier. Divided by the depth L so that w_bce weighs the mean classifier loss of the
+//         layers: every gate starts at BCE = ln 2 whatever it has learnt, so a sum over 30 layers
+//         (21 nats against a language model's 3) would drown the language-modelling gradient.
+//         The l1 term needs no such scaling: W_out = 0 makes it start at 0 and it stays small.
 // Both need the per-sequence original-domain flags of the context; without them they are skipped.
 //
 // Where the block sits (parallel to the FFN by default, serially after it, or parallel to
@@ -49,7 +53,7 @@ struct AdapterConfig {
   ExtensionSite site = ExtensionSite::ffn_parallel;  // where the block sits
   AdapterInit init = AdapterInit::he;                // for W_in, W_gate and the block gate
   double l1_weight = 0.0;                            // alpha of the l1 local loss (0 = off)
-  double bce_weight = 0.0;                           // weight of the gate classifier loss (sigmoid gate only)
+  double bce_weight = 0.0;                           // weight of the layers' mean classifier loss (sigmoid gate)
 };
 
 // Gate policies: whether there is a block gate, and its activation.
@@ -72,6 +76,7 @@ template <class Gate = NoGate>
 struct Adapter {
   AdapterConfig config;
   int64_t layer = -1;  // index of the block it extends (names its statistics)
+  int64_t depth = 1;   // the model's number of layers: the BCE term is the layers' mean
   RMSNorm norm;
   Linear gate_proj, up_proj, down_proj;  // W_gate, W_in (C -> h), W_out (h -> C)
   Linear block_gate;                     // w_g (C -> 1), gated adapters only
@@ -87,6 +92,7 @@ struct Adapter {
       throw ValueError(fmt::format("adapter: the classifier (BCE) loss needs a sigmoid gate, not '{}'", Gate::name));
     config = cfg;
     layer = layer_index;
+    depth = c.num_hidden_layers;
     const int64_t C = c.hidden_size;
     const double var = cfg.init == AdapterInit::he ? 2.0 / static_cast<double>(C)
                                                    : 1.0 / (static_cast<double>(C) * static_cast<double>(c.num_hidden_layers));
@@ -116,7 +122,8 @@ struct Adapter {
         Tensor target = Tensor::empty(z.shape());
         const std::vector<float> orig = ctx.original_token_weights(B, T);
         for (int64_t i = 0; i < target.numel(); ++i) target.data()[i] = 1.0f - orig[static_cast<size_t>(i)];
-        ctx.local_losses.push_back(bce_with_logits(z, target) * static_cast<float>(config.bce_weight));
+        ctx.local_losses.push_back(bce_with_logits(z, target) *
+                                   static_cast<float>(config.bce_weight / static_cast<double>(depth)));
       }
     }
     if (config.l1_weight > 0.0 && know_domains) {
