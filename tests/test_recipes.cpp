@@ -371,6 +371,39 @@ TEST_CASE("extend a Hugging Face directory with its own tokenizer: cached token 
                       Catch::Contains("vocabularies of 260 and 260 tokens, different tokens"));
   }
 
+  SECTION("an extension's initial weights are rebuilt from its config.json (Figure 3's W - W0)") {
+    o.spec = ExtensionSpec{.method = "neutral"};
+    o.steps = 0;
+    o.out = (root / "neutral0").string();
+    REQUIRE(run_extend(o) == 0);
+    o.steps = 2;
+    o.out = (root / "neutral2").string();
+    REQUIRE(run_extend(o) == 0);
+    const std::set<std::string> names = {"model.layers.0.adapter.gate_proj.weight", "model.layers.3.adapter.block_gate.weight"};
+    const auto at_start = initial_extension_weights(root / "neutral0", names);
+    const auto rebuilt = initial_extension_weights(root / "neutral2", names);
+    const nr::SafetensorsFile untrained = nr::load_safetensors(root / "neutral0" / nr::model_file_name);
+    const nr::SafetensorsFile trained = nr::load_safetensors(root / "neutral2" / nr::model_file_name);
+    for (const std::string& name : names) {
+      const nr::Tensor w0 = untrained.get(name).contiguous(), w = trained.get(name).contiguous();
+      REQUIRE(at_start.at(name).shape() == w0.shape());
+      REQUIRE(rebuilt.at(name).shape() == w0.shape());
+      double moved = 0.0;
+      for (int64_t i = 0; i < w0.numel(); ++i) {
+        REQUIRE(at_start.at(name).data()[i] == w0.data()[i]);
+        REQUIRE(rebuilt.at(name).data()[i] == w0.data()[i]);
+        moved = std::max(moved, static_cast<double>(std::abs(w.data()[i] - w0.data()[i])));
+      }
+      CHECK(moved > 1e-6);  // two steps of training moved it: the rebuilt W0 is not just W
+    }
+    CHECK_THROWS_WITH(initial_extension_weights(root / "neutral2", {"model.layers.0.adapter.nothing"}),
+                      Catch::Contains("no weight 'model.layers.0.adapter.nothing'"));
+    nlohmann::json config = nlohmann::json::parse(nr::read_file(root / "neutral2" / nr::config_file_name));
+    config["nr"].erase("seed");
+    std::ofstream(root / "neutral2" / nr::config_file_name) << config.dump();
+    CHECK_THROWS_WITH(initial_extension_weights(root / "neutral2", names), Catch::Contains("has no seed"));
+  }
+
   SECTION("a run stopped after step 1 and resumed ends with the same weights as a straight run") {
     o.out = (root / "resumed").string();
     std::atomic<int> stop{15};  // as if SIGTERM arrived during step 1

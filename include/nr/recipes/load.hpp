@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -231,6 +232,30 @@ inline ModelFunction load_model_function(const std::filesystem::path& path) {
     return 0;
   });
   return m;
+}
+
+// The weights `names` of the extension saved in the checkpoint `run`, as they were before
+// training: rebuilt from its config.json ("nr": the spec and the seed). Extensions draw their
+// initialisation from their own seed streams (seeds.hpp), whatever the backbone's weights, so the
+// same spec and seed give the same weights (Figure 3 plots the update W - W0 with them).
+inline std::map<std::string, Tensor> initial_extension_weights(const std::filesystem::path& run,
+                                                               const std::set<std::string>& names) {
+  const std::string source = (run / config_file_name).string();
+  const ConfigJsonDocument doc = load_config_json_document(run / config_file_name);
+  const nlohmann::json nr = doc.json.contains("nr") ? doc.json["nr"] : nlohmann::json();
+  if (!nr.is_object() || !nr.contains("seed") || !nr["seed"].is_number_unsigned())
+    throw IoError(fmt::format("{}: \"nr\" has no seed, so the extension's initial weights cannot be rebuilt", source));
+  ExtensionSpec spec = spec_from_json(nr, source + " \"nr\"");
+  std::map<std::string, Tensor> out;
+  build_extended(spec, doc.config, nr["seed"].get<uint64_t>(), [&](auto& model) {
+    model.visit_parameters([&](const std::string& name, Var& p) {
+      if (names.count(name)) out[name] = p.value().clone();
+    }, "");
+    return 0;
+  });
+  for (const std::string& name : names)
+    if (!out.count(name)) throw IoError(fmt::format("{}: the extension has no weight '{}'", source, name));
+  return out;
 }
 
 // Refuses to compare the predictions of `model` (tokenizer `tok`) with `reference`'s unless both

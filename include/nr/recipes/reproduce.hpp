@@ -29,6 +29,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,7 @@
 
 #include "nr/data/domain.hpp"
 #include "nr/eval/generate.hpp"
+#include "nr/io/safetensors.hpp"
 #include "nr/recipes/downstream.hpp"
 #include "nr/recipes/evaluate.hpp"
 #include "nr/recipes/extend.hpp"
@@ -340,21 +342,39 @@ inline ExtendOptions extend_options(const RunSpec& r, const Preset& preset, cons
   return e;
 }
 
-// Figure 3 from the finished runs flagged figure3 and the backbone.
+// Figure 3 from the finished runs flagged figure3 and the backbone: the spectrum of each run's
+// W_gate, and of its update W_gate - W_gate at initialisation (initial_extension_weights). After
+// a short run the first is mostly the initialisation (a random matrix); the second shows what
+// training did, which is what the paper's colinearity argument is about.
 inline void write_figure3(const TableSpec& t, const Preset& preset, const std::filesystem::path& root,
                           const RunnerOutcome& outcome, const std::filesystem::path& file) {
   std::map<std::string, std::map<int64_t, std::vector<double>>> spectra;
-  std::vector<std::string> order;
+  std::vector<std::string> order, updates;
   const PretrainedModel backbone = load_pretrained(backbone_path(t.backbones.front(), preset, root));
   const std::vector<int64_t> layers = figure3_layers(backbone.config.num_hidden_layers);
+  auto gate_name = [](int64_t l) { return fmt::format("model.layers.{}.adapter.gate_proj.weight", l); };
   for (const RunSpec& r : t.runs) {
     if (!r.figure3 || r.backbone != t.backbones.front() || !outcome.results.count(r.id)) continue;
     const SafetensorsFile st = load_safetensors(run_dir(root, r.id) / model_file_name);
-    const std::string label = method_label(r.method);
-    for (int64_t l : layers) spectra[label][l] = spectrum_of(st, fmt::format("model.layers.{}.adapter.gate_proj.weight", l));
+    std::set<std::string> names;
+    for (int64_t l : layers) names.insert(gate_name(l));
+    const std::map<std::string, Tensor> initial = initial_extension_weights(run_dir(root, r.id), names);
+    const std::string label = method_label(r.method), update = label + ": update W - W0";
+    for (int64_t l : layers) {
+      const Tensor w = st.get(gate_name(l)).contiguous();
+      Tensor d = initial.at(gate_name(l)).contiguous().clone();
+      if (!(d.shape() == w.shape()))
+        throw IoError(fmt::format("{}: '{}' has shape {}, its initialisation {}", run_dir(root, r.id).string(),
+                                  gate_name(l), w.shape().str(), d.shape().str()));
+      for (int64_t i = 0; i < d.numel(); ++i) d.data()[i] = w.data()[i] - d.data()[i];
+      spectra[label][l] = normalized_singular_values(w);
+      spectra[update][l] = normalized_singular_values(d);
+    }
     order.push_back(label);
+    updates.push_back(update);
   }
   if (order.empty()) return;
+  order.insert(order.end(), updates.begin(), updates.end());
   for (int64_t l : layers) {
     const std::string name = fmt::format("model.layers.{}.mlp.gate_proj.weight", l);
     const auto it = backbone.tensors.find(name);

@@ -34,7 +34,6 @@
 #include <nlohmann/json.hpp>
 #include "nr/eval/multiple_choice.hpp"
 #include "nr/io/checkpoint.hpp"
-#include "nr/io/safetensors.hpp"
 #include "nr/recipes/registry.hpp"
 #include "nr/report/spectrum.hpp"
 #include "nr/report/svg_plot.hpp"
@@ -807,7 +806,8 @@ inline std::vector<int64_t> figure3_layers(int64_t layers) {
 }
 
 // Figure 3: normalised singular values of the adapters' gate_proj (W_gate) against the backbone
-// FFN's gate_proj, one panel per layer. `spectra[label][layer]` comes from spectrum_of below.
+// FFN's gate_proj, one panel per layer. `spectra[label][layer]`: normalized_singular_values
+// (report/spectrum.hpp) of each matrix, curves drawn in `order`.
 inline std::string figure3(const std::map<std::string, std::map<int64_t, std::vector<double>>>& spectra,
                            const std::vector<std::string>& order, const std::vector<int64_t>& layers) {
   std::vector<SvgPlot> plots;
@@ -830,12 +830,6 @@ inline std::string figure3(const std::map<std::string, std::map<int64_t, std::ve
     plots.push_back(p);
   }
   return side_by_side(plots);
-}
-
-// Normalised singular values of `tensor` (e.g. model.layers.0.adapter.gate_proj.weight) of a
-// model.safetensors file.
-inline std::vector<double> spectrum_of(const SafetensorsFile& file, const std::string& tensor) {
-  return normalized_singular_values(file.get(tensor));
 }
 
 // Short legend labels for the runs of a table: the method, then only the settings that differ
