@@ -353,11 +353,11 @@ inline void write_figure3(const TableSpec& t, const Preset& preset, const std::f
   const PretrainedModel backbone = load_pretrained(backbone_path(t.backbones.front(), preset, root));
   const std::vector<int64_t> layers = figure3_layers(backbone.config.num_hidden_layers);
   auto gate_name = [](int64_t l) { return fmt::format("model.layers.{}.adapter.gate_proj.weight", l); };
+  std::set<std::string> names;
+  for (int64_t l : layers) names.insert(gate_name(l));
   for (const RunSpec& r : t.runs) {
     if (!r.figure3 || r.backbone != t.backbones.front() || !outcome.results.count(r.id)) continue;
     const SafetensorsFile st = load_safetensors(run_dir(root, r.id) / model_file_name);
-    std::set<std::string> names;
-    for (int64_t l : layers) names.insert(gate_name(l));
     const std::map<std::string, Tensor> initial = initial_extension_weights(run_dir(root, r.id), names);
     const std::string label = method_label(r.method), update = label + ": update W - W0";
     for (int64_t l : layers) {
